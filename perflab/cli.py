@@ -1,0 +1,127 @@
+"""The ``perflab`` command: argument parsing and clear one-line errors; the work lives in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from perflab.errors import PerflabError
+from perflab.presets import PRESETS
+from perflab.redact import redact
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from perflab.reports import REPORTS_DIR, discover_notebooks, run_suite
+
+    notebooks = discover_notebooks()
+    if args.only:
+        wanted = set(args.only.split(","))
+        notebooks = [nb for nb in notebooks if nb.stem[:2] in wanted or nb.stem in wanted]
+    suite = run_suite(args.preset, reports_dir=Path(args.reports or REPORTS_DIR), notebooks=notebooks,
+                      timeout=args.timeout)
+    print(f"index: {suite.index}")
+    return 0 if suite.ok else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from perflab.presets import get_preset
+    from perflab.simulator import SimulatorConfig, start_simulator
+
+    config = SimulatorConfig.for_preset(get_preset(args.preset), seed=args.seed)
+    with start_simulator(config, host="127.0.0.1", port=args.port) as sim:
+        print(sim.url, flush=True)
+        try:
+            sim.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from perflab.api.client import PolygonClient, RetryPolicy
+    from perflab.backfill import Workload, run_backfill
+    from perflab.db.engine import get_engine
+    from perflab.db.migrate import apply_schema, reset_data
+    from perflab.fixes import FixSet
+    from perflab.presets import get_preset
+    from perflab.simulator import SimulatorConfig, start_simulator
+
+    preset = get_preset(args.preset)
+    workload = Workload.parse(
+        args.symbols.split(",") if args.symbols else preset.symbols,
+        args.timeframes.split(",") if args.timeframes else preset.timeframes,
+        args.start or preset.start, args.end or preset.end)
+    fixes = FixSet.parse(args.fixes) if args.fixes is not None else FixSet.from_env()
+    with ExitStack() as stack:
+        base_url = args.base_url
+        if args.simulator:
+            base_url = stack.enter_context(start_simulator(SimulatorConfig.for_preset(preset))).url
+        client = PolygonClient(base_url, retry=RetryPolicy() if fixes.settings().backoff else None)
+        engine = get_engine()
+        if args.fresh:
+            apply_schema(engine)
+            reset_data(engine)
+        result = run_backfill(workload, client, engine, fixes, label=args.label or fixes.spec,
+                              params={"preset": preset.name}, progress=sys.stderr.isatty())
+    print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
+    print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
+    if args.out:
+        print(f"saved {result.save(args.out)}")
+    return 0 if result.failures == 0 else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "serve": cmd_serve, "backfill": cmd_backfill,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perflab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    presets = list(PRESETS)
+
+    run = sub.add_parser("run", help="execute the notebook suite into reports/<run-id>/")
+    run.add_argument("--preset", default="standard", choices=presets)
+    run.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
+    run.add_argument("--reports", help="reports folder (default: ./reports)")
+    run.add_argument("--timeout", type=int, default=900, help="seconds per notebook cell")
+
+    serve = sub.add_parser("serve", help="run the Polygon simulator in the foreground")
+    serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    serve.add_argument("--preset", default="standard", choices=presets)
+    serve.add_argument("--seed", type=int, default=42)
+
+    bf = sub.add_parser("backfill", help="backfill once and print the stage breakdown")
+    bf.add_argument("--preset", default="smoke", choices=presets, help="workload defaults")
+    bf.add_argument("--symbols", help="comma-separated, e.g. AAPL,MSFT")
+    bf.add_argument("--timeframes", help="comma-separated, e.g. 1m,1h,1d")
+    bf.add_argument("--from", dest="start", help="YYYY-MM-DD")
+    bf.add_argument("--to", dest="end", help="YYYY-MM-DD")
+    bf.add_argument("--fixes", help="none, all, a,b or all,-a (default: $PERFLAB_FIXES or none)")
+    bf.add_argument("--base-url", help="API base URL (default: $POLYGON_BASE_URL)")
+    bf.add_argument("--simulator", action="store_true", help="start a local simulator for this run")
+    bf.add_argument("--fresh", action="store_true", help="empty market_data and quant_features first")
+    bf.add_argument("--label")
+    bf.add_argument("--out", help="save the run result JSON here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PerflabError as exc:
+        print(f"perflab: error: {redact(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("perflab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The database: engine (env URL or embedded server), migrations, and write strategies."""

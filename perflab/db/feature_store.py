@@ -1,0 +1,36 @@
+"""Store computed features in ``quant_features`` (upsert) and read them back."""
+
+from __future__ import annotations
+
+import pandas as pd
+from psycopg2.extras import execute_values
+from sqlalchemy.engine import Engine
+
+
+def write_features(engine: Engine, symbol: str, timeframe: str, features: pd.DataFrame) -> int:
+    """Upsert one (symbol, timeframe)'s features; re-running replaces the earlier values."""
+    if features.empty:
+        return 0
+    cols = [c for c in features.columns if c != "time"]
+    frame = features.astype(object).where(features.notna(), None)
+    rows = [(symbol, timeframe, t.to_pydatetime(), *vals)
+            for t, vals in zip(features["time"], frame[cols].itertuples(index=False, name=None))]
+    names = ", ".join(["symbol", "timeframe", "time", *cols])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+    sql = (f"INSERT INTO quant_features ({names}) VALUES %s ON CONFLICT (symbol, timeframe, time) "
+           f"DO UPDATE SET {updates}, computed_at = now()")
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            execute_values(cur, sql, rows, page_size=1000)
+        raw.commit()
+    finally:
+        raw.close()
+    return len(rows)
+
+
+def read_features(engine: Engine, symbol: str, timeframe: str) -> pd.DataFrame:
+    """The stored features of one (symbol, timeframe), oldest first."""
+    return pd.read_sql_query(
+        "SELECT * FROM quant_features WHERE symbol = %(s)s AND timeframe = %(tf)s ORDER BY time",
+        engine, params={"s": symbol, "tf": timeframe})

@@ -1,0 +1,168 @@
+"""The named fixes of the plan (and a few beyond it), each a small object switchable on its own.
+
+A :class:`Fix` turns :class:`PipelineSettings` into new settings; a :class:`FixSet` is the set of
+fixes switched on, parsed from ``--fixes`` or ``PERFLAB_FIXES`` (``none``, ``all``, ``a,b``,
+``all,-a`` for all but one), gated by the plan's master switch ``ENABLE_PHASE3_OPTIMIZATION`` and
+optionally rolled out to a stable, hash-chosen fraction of symbols.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from perflab.errors import InputError
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Every knob the pipeline has; the defaults are the plan's slow baseline."""
+
+    backoff: bool = False
+    batch_by_timespan: bool = False
+    api_workers: int = 1
+    pacing: bool = False
+    page_limit: int = 5000
+    missing_only: bool = False
+    indexes: bool = False
+    writer: str = "orm_row"
+    batch_size: int | None = None
+    feature_impl: str = "loop"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One fix: its name, the plan's path it belongs to, what it does, and how it changes the settings."""
+
+    name: str
+    path: str
+    summary: str
+    apply: Callable[[PipelineSettings], PipelineSettings]
+    per_symbol: bool = True
+
+
+def _set(**changes) -> Callable[[PipelineSettings], PipelineSettings]:
+    return lambda s: replace(s, **changes)
+
+
+FIXES: dict[str, Fix] = {
+    f.name: f
+    for f in (
+        Fix("api.backoff", "A", "retry 429/5xx with exponential backoff + jitter (tenacity)", _set(backoff=True)),
+        Fix("api.batch", "A", "group requests by timespan and stagger their starts",
+            _set(batch_by_timespan=True), per_symbol=False),
+        Fix("api.parallel", "A", "N concurrent API workers sharing one connection pool",
+            _set(api_workers=4), per_symbol=False),
+        Fix("api.pacing", "A", "client-side adaptive token bucket: reach the rate limit with few 429s",
+            _set(pacing=True), per_symbol=False),
+        Fix("api.big_pages", "A", "ask for limit=50000 to cut the number of pages", _set(page_limit=50_000)),
+        Fix("api.missing_only", "A", "fetch only the ranges not already in the database", _set(missing_only=True)),
+        Fix("db.indexes", "B", "the plan's phase-3 indexes", _set(indexes=True), per_symbol=False),
+        Fix("db.bulk", "B", "one bulk INSERT per batch instead of add+flush per row", _set(writer="orm_bulk")),
+        Fix("db.batch_size", "B", "write in batches of the size the sweep found best", _set(batch_size=5000)),
+        Fix("db.copy", "B", "COPY into the table (staging merge where the range overlaps)", _set(writer="copy")),
+        Fix("compute.vectorized", "C", "pandas/numpy features over whole arrays", _set(feature_impl="vectorized")),
+        Fix("compute.parallel", "C", "vectorized features spread over a process pool",
+            _set(feature_impl="parallel"), per_symbol=False),
+    )
+}
+
+MASTER_SWITCH = "ENABLE_PHASE3_OPTIMIZATION"
+FIXES_ENV = "PERFLAB_FIXES"
+
+
+def register_fix(fix: Fix) -> None:
+    """Add or replace a fix in the registry (used by layers that bring their own)."""
+    FIXES[fix.name] = fix
+
+
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` alone: the same symbol always lands in the same rollout bucket."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _truthy(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class FixSet:
+    """The fixes switched on, plus an optional rollout fraction for the per-symbol ones."""
+
+    names: frozenset[str] = field(default_factory=frozenset)
+    rollout: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str | Iterable[str] | None, rollout: float = 1.0) -> "FixSet":
+        """Parse ``none``, ``all``, ``api.backoff,db.copy``, ``all,-db.copy`` or ``api.*``."""
+        if not 0.0 <= rollout <= 1.0:
+            raise InputError(f"rollout {rollout} must be between 0 and 1")
+        if spec is None:
+            return cls(frozenset(), rollout)
+        parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+        names: set[str] = set()
+        for part in parts:
+            minus = part.startswith("-")
+            token = part[1:] if minus else part
+            if token == "none":
+                chosen: set[str] = set()
+                names.clear()
+            elif token == "all":
+                chosen = set(FIXES)
+            elif token.endswith(".*"):
+                chosen = {n for n in FIXES if n.startswith(token[:-1])}
+                if not chosen:
+                    raise InputError(f"no fix matches {token!r}: known fixes are {', '.join(FIXES)}")
+            elif token in FIXES:
+                chosen = {token}
+            else:
+                raise InputError(f"unknown fix {token!r}: use none, all, or any of {', '.join(FIXES)}")
+            names = names - chosen if minus else names | chosen
+        return cls(frozenset(names), rollout)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, default: str = "none") -> "FixSet":
+        """Read ``PERFLAB_FIXES`` (and ``PERFLAB_ROLLOUT``); ``ENABLE_PHASE3_OPTIMIZATION=0`` turns all off."""
+        env = os.environ if env is None else env
+        if _truthy(env.get(MASTER_SWITCH)) is False:
+            return cls()
+        rollout = float(env.get("PERFLAB_ROLLOUT", "1") or 1)
+        spec = env.get(FIXES_ENV) or ("all" if _truthy(env.get(MASTER_SWITCH)) else default)
+        return cls.parse(spec, rollout)
+
+    @property
+    def spec(self) -> str:
+        """The canonical text form, in registry order (``none`` when empty)."""
+        ordered = [n for n in FIXES if n in self.names]
+        return ",".join(ordered) if ordered else "none"
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def with_fix(self, name: str) -> "FixSet":
+        return FixSet.parse([*self.names, name], self.rollout)
+
+    def without(self, name: str) -> "FixSet":
+        return FixSet(self.names - {name}, self.rollout)
+
+    def in_rollout(self, symbol: str) -> bool:
+        """Whether the per-symbol fixes apply to ``symbol`` under the rollout fraction (stable hash)."""
+        return self.rollout >= 1.0 or stable_fraction(symbol) < self.rollout
+
+    def settings(self, symbol: str | None = None) -> PipelineSettings:
+        """Baseline settings with every enabled fix applied in registry order.
+
+        With a symbol, per-symbol fixes apply only if the symbol is in the rollout; run-wide fixes
+        (concurrency, indexes, process pools) apply to the whole run.
+        """
+        settings = PipelineSettings()
+        include_per_symbol = symbol is None or self.in_rollout(symbol)
+        for name, fix in FIXES.items():
+            if name in self.names and (include_per_symbol or not fix.per_symbol):
+                settings = fix.apply(settings)
+        return settings

@@ -1,0 +1,107 @@
+"""What a notebook works with, in one call: preset, simulator, database, output folder.
+
+``open_lab(preset, base_url, out_dir)`` takes the notebook's parameters as they come (papermill
+passes them), validates them with one clear message each, starts a simulator when no ``base_url``
+is given, and ensures the database and its schema.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.backfill import Workload, run_backfill
+from perflab.db.engine import get_engine
+from perflab.db.migrate import apply_schema, reset_data
+from perflab.errors import InputError
+from perflab.fixes import FixSet
+from perflab.measure.results import RunResult
+from perflab.presets import Preset, get_preset
+from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
+from perflab.simulator.process import fetch_stats
+
+
+@dataclass
+class Lab:
+    """A preset bound to a running simulator, a database and a folder for results."""
+
+    preset: Preset
+    base_url: str
+    out_dir: Path
+    engine: Engine
+    simulator: SimulatorProcess | None = None
+    results: dict[str, RunResult] = field(default_factory=dict)
+
+    @property
+    def workload(self) -> Workload:
+        return Workload.from_preset(self.preset)
+
+    def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient:
+        """A client for this lab's API; with ``api.backoff`` on, it retries with backoff."""
+        retry = RetryPolicy() if fixes is not None and fixes.settings().backoff else None
+        return PolygonClient(self.base_url, retry=retry, **kw)
+
+    def server_stats(self) -> dict:
+        return fetch_stats(self.base_url)
+
+    def backfill(self, fixes: str | FixSet = "none", label: str | None = None, *, fresh: bool = True,
+                 workload: Workload | None = None, progress: bool = True) -> RunResult:
+        """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare."""
+        fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
+        label = label or fixset.spec
+        if fresh:
+            reset_data(self.engine)
+        before = self.server_stats()
+        client = self.client(fixset)
+        try:
+            result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
+                                  params={"preset": self.preset.name}, progress=progress)
+        finally:
+            client.close()
+        after = self.server_stats()
+        result.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        self.results[label] = result
+        return result
+
+    def save(self, result: RunResult, name: str) -> Path:
+        """Write ``result`` as ``<out_dir>/<name>.json``."""
+        return result.save(self.out_dir / f"{name}.json")
+
+    def publish_headline(self, name: str, numbers: dict) -> Path:
+        """Numbers the report index shows for this notebook (``<out_dir>/headlines/<name>.json``)."""
+        path = self.out_dir / "headlines" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(numbers, indent=1, default=str))
+        return path
+
+    def close(self) -> None:
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+
+
+def open_lab(preset: str = "smoke", base_url: str | None = None, out_dir: str | None = None) -> Lab:
+    """Validate notebook parameters and bring up what the notebook needs."""
+    if not isinstance(preset, str):
+        raise InputError(f"parameter preset must be a preset name (str), got {type(preset).__name__}")
+    if base_url is not None and not isinstance(base_url, str):
+        raise InputError(f"parameter base_url must be a URL string or None, got {type(base_url).__name__}")
+    if out_dir is not None and not isinstance(out_dir, (str, Path)):
+        raise InputError(f"parameter out_dir must be a path string or None, got {type(out_dir).__name__}")
+    p = get_preset(preset)
+    engine = get_engine()
+    apply_schema(engine)
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="perflab-"))
+    out.mkdir(parents=True, exist_ok=True)
+    sim = None
+    if base_url is None:
+        sim = start_simulator(SimulatorConfig.for_preset(p))
+        atexit.register(sim.stop)
+        base_url = sim.url
+    return Lab(p, base_url, out, engine, sim)

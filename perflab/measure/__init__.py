@@ -1,0 +1,1 @@
+"""Measurement: stage timers, run results, environment."""

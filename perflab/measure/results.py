@@ -1,0 +1,161 @@
+"""A run's result as data: per-job records, per-stage totals and shares, parameters and environment.
+
+Saved as versioned JSON (``schema_version``) so results from different commits can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perflab.errors import InputError
+from perflab.measure.timing import STAGES, busy_seconds, wall_attribution
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class JobRecord:
+    """One (symbol, timeframe) job: stage seconds, what it moved, and its error if it failed."""
+
+    symbol: str
+    timeframe: str
+    stages: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+    feature_rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    timeouts: int = 0
+    bytes_received: int = 0
+    latencies: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunResult:
+    """Everything one measured run produced. Shares are of busy stage time unless named ``wall_``."""
+
+    run_id: str
+    label: str
+    started_at: str
+    wall_seconds: float
+    params: dict
+    environment: dict
+    jobs: list[JobRecord]
+    intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    server_stats: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Busy seconds per stage summed over jobs (may exceed wall time when stages overlap)."""
+        return busy_seconds(self.intervals)
+
+    @property
+    def stage_shares(self) -> dict[str, float]:
+        busy = self.stage_seconds
+        total = sum(busy.values()) or 1.0
+        return {k: v / total for k, v in busy.items()}
+
+    @property
+    def wall_stage_seconds(self) -> dict[str, float]:
+        """Wall-clock seconds attributed to each stage (overlaps split), plus ``idle``."""
+        return wall_attribution(self.intervals, self.wall_seconds)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(j.rows for j in self.jobs)
+
+    @property
+    def requests(self) -> int:
+        return sum(j.requests for j in self.jobs)
+
+    @property
+    def failures(self) -> int:
+        return sum(not j.ok for j in self.jobs)
+
+    @property
+    def success_rate(self) -> float:
+        return 1.0 - self.failures / len(self.jobs) if self.jobs else 1.0
+
+    def metrics(self) -> dict[str, float]:
+        """Headline metrics, all derived from what this run recorded."""
+        lat = np.array([x for j in self.jobs for x in j.latencies]) if self.requests else np.array([np.nan])
+        busy = self.stage_seconds
+        symbols = {j.symbol for j in self.jobs}
+        return {
+            "wall_seconds": self.wall_seconds,
+            "jobs": len(self.jobs),
+            "failures": self.failures,
+            "success_rate": self.success_rate,
+            "rows_written": self.rows_written,
+            "requests": self.requests,
+            "retries": sum(j.retries for j in self.jobs),
+            "rate_limited": sum(j.rate_limited for j in self.jobs),
+            "timeouts": sum(j.timeouts for j in self.jobs),
+            "bytes_received": sum(j.bytes_received for j in self.jobs),
+            "api_latency_avg_s": float(np.nanmean(lat)),
+            "api_latency_p50_s": float(np.nanpercentile(lat, 50)),
+            "api_latency_p95_s": float(np.nanpercentile(lat, 95)),
+            "api_latency_p99_s": float(np.nanpercentile(lat, 99)),
+            "db_rows_per_s": self.rows_written / busy["db"] if busy["db"] else float("nan"),
+            "compute_s_per_symbol": busy["compute"] / len(symbols) if symbols else float("nan"),
+        }
+
+    def breakdown(self) -> pd.DataFrame:
+        """The plan's "Polygon API: 312.1s (64%)" table: busy seconds and share per stage."""
+        busy, shares = self.stage_seconds, self.stage_shares
+        return pd.DataFrame(
+            {"stage": list(STAGES), "seconds": [busy[s] for s in STAGES], "share": [shares[s] for s in STAGES]}
+        ).set_index("stage")
+
+    def jobs_frame(self) -> pd.DataFrame:
+        rows = []
+        for j in self.jobs:
+            d = {k: v for k, v in asdict(j).items() if k not in ("stages", "latencies")}
+            d.update({f"{s}_s": j.stages.get(s, 0.0) for s in STAGES})
+            rows.append(d)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["summary"] = {"stage_seconds": self.stage_seconds, "stage_shares": self.stage_shares,
+                        "wall_stage_seconds": self.wall_stage_seconds, "metrics": self.metrics()}
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(f"run result has schema_version {version!r}; this perflab reads {SCHEMA_VERSION}: "
+                             "re-run it with this version")
+        d = {k: v for k, v in d.items() if k != "summary"}
+        d["jobs"] = [JobRecord(**j) for j in d["jobs"]]
+        d["intervals"] = [tuple(i) for i in d.get("intervals", [])]
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunResult":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"no run result at {path}") from None
+        except ValueError:
+            raise InputError(f"{path} is not a run result (invalid JSON)") from None
+        return cls.from_dict(data)

@@ -1,0 +1,137 @@
+"""Deterministic OHLCV bars: the same (seed, ticker, day) always yields the same minute bars.
+
+Minute bars exist only in the extended session (04:00-20:00 America/New_York) on weekdays, and only
+in minutes with at least one trade (thin pre/post-market minutes often have none). Every larger
+timespan is aggregated from those minute bars, so a 5-minute bar always agrees with its minutes.
+Timestamps are UTC milliseconds at the window start; daily bars start at 00:00 New York time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+NY = ZoneInfo("America/New_York")
+SESSION_OPEN = time(4, 0)
+SESSION_MINUTES = 16 * 60
+REGULAR_START, REGULAR_END = 330, 720  # minutes after 04:00 -> 09:30 and 16:00
+
+FIELDS = ("t", "o", "h", "l", "c", "v", "vw", "n")
+
+
+@dataclass(frozen=True)
+class BarArrays:
+    """Columns of bars (t ms, o, h, l, c, v, vw, n), sorted by t ascending."""
+
+    t: np.ndarray
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray  # noqa: E741 - Polygon's field name
+    c: np.ndarray
+    v: np.ndarray
+    vw: np.ndarray
+    n: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, idx) -> "BarArrays":
+        return BarArrays(*(getattr(self, f)[idx] for f in FIELDS))
+
+    @staticmethod
+    def concat(parts: list["BarArrays"]) -> "BarArrays":
+        if not parts:
+            return EMPTY
+        return BarArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
+
+
+EMPTY = BarArrays(
+    np.empty(0, np.int64), *(np.empty(0) for _ in range(5)), np.empty(0), np.empty(0, np.int64)
+)
+
+
+def ny_midnight_ms(day: date) -> int:
+    """UTC milliseconds of 00:00 New York time on ``day``."""
+    return int(datetime.combine(day, time(0), NY).timestamp() * 1000)
+
+
+def is_trading_day(day: date) -> bool:
+    return day.weekday() < 5
+
+
+def ticker_seed(seed: int, ticker: str) -> list[int]:
+    return [seed, zlib.crc32(ticker.encode())]
+
+
+@lru_cache(maxsize=4096)
+def minute_bars(seed: int, ticker: str, day: date) -> BarArrays:
+    """The minute bars of one trading day (empty on weekends)."""
+    if not is_trading_day(day):
+        return EMPTY
+    rng = np.random.default_rng([*ticker_seed(seed, ticker), day.toordinal()])
+    base = 20.0 + zlib.crc32(ticker.encode()) % 480
+    level = base * float(np.exp(0.03 * rng.standard_normal()))
+    minute = np.arange(SESSION_MINUTES)
+    regular = (minute >= REGULAR_START) & (minute < REGULAR_END)
+    sigma = np.where(regular, 0.0009, 0.0004)
+    close = level * np.exp(np.cumsum(rng.normal(0.0, 1.0, SESSION_MINUTES) * sigma))
+    open_ = np.concatenate(([level], close[:-1]))
+    wick = np.abs(rng.normal(0.0, 1.0, (2, SESSION_MINUTES))) * sigma * 0.5
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    trades = rng.poisson(np.where(regular, 60.0, 1.5))
+    volume = trades * rng.integers(20, 200, SESSION_MINUTES)
+    vwap = low + (high - low) * rng.uniform(0.25, 0.75, SESSION_MINUTES)
+    open_ms = int(datetime.combine(day, SESSION_OPEN, NY).timestamp() * 1000)
+    t = open_ms + minute.astype(np.int64) * 60_000
+    keep = trades > 0
+    r = lambda a: np.round(a[keep], 4)  # noqa: E731
+    return BarArrays(
+        t[keep], r(open_), r(high), r(low), r(close), volume[keep].astype(float), r(vwap), trades[keep]
+    )
+
+
+def _aggregate(bars: BarArrays, keys: np.ndarray) -> BarArrays:
+    """Fold consecutive bars that share a bucket key into one bar per key."""
+    if len(bars) == 0:
+        return EMPTY
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)] - 1
+    v = np.add.reduceat(bars.v, starts)
+    pv = np.add.reduceat(bars.vw * bars.v, starts)
+    return BarArrays(
+        keys[starts].astype(np.int64),
+        bars.o[starts],
+        np.maximum.reduceat(bars.h, starts),
+        np.minimum.reduceat(bars.l, starts),
+        bars.c[ends],
+        v,
+        np.round(np.divide(pv, v, out=bars.c[ends].copy(), where=v > 0), 4),
+        np.add.reduceat(bars.n, starts),
+    )
+
+
+@lru_cache(maxsize=8192)
+def day_bars(seed: int, ticker: str, multiplier: int, timespan: str, day: date) -> BarArrays:
+    """Bars of one day at ``multiplier`` x ``timespan`` (minute, hour or day)."""
+    minutes = minute_bars(seed, ticker, day)
+    if timespan == "day":
+        if len(minutes) == 0:
+            return EMPTY
+        return _aggregate(minutes, np.full(len(minutes), ny_midnight_ms(day), np.int64))
+    if timespan == "second":
+        return minutes
+    width = {"minute": 60_000, "hour": 3_600_000}[timespan] * multiplier
+    midnight = ny_midnight_ms(day)
+    return _aggregate(minutes, midnight + (minutes.t - midnight) // width * width)
+
+
+def bars_between(seed: int, ticker: str, multiplier: int, timespan: str, start: date, end: date) -> BarArrays:
+    """All bars whose window starts on a New York day from ``start`` to ``end`` inclusive."""
+    days = [start + timedelta(d) for d in range((end - start).days + 1)]
+    return BarArrays.concat([day_bars(seed, ticker, multiplier, timespan, d) for d in days])

@@ -1,0 +1,40 @@
+"""How a simulator behaves: seed, latency model, accepted key, ticker universe, rate limit, faults."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from perflab.api.client import LOCAL_API_KEY
+from perflab.presets import SYMBOLS_25, Preset
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything that shapes the simulator's answers; the same config gives the same bars and delays."""
+
+    seed: int = 42
+    latency_s: tuple[float, float] = (2.0, 4.0)
+    time_scale: float = 1.0
+    api_key: str = LOCAL_API_KEY
+    tickers: tuple[str, ...] | None = SYMBOLS_25 + ("SPY", "QQQ", "IWM", "DIA")
+    rate_limit_per_s: float | None = None
+    rate_limit_burst: int | None = None
+    retry_after: bool = True
+    faults: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_preset(cls, preset: Preset, **overrides) -> "SimulatorConfig":
+        base = cls(latency_s=preset.latency_s, time_scale=preset.time_scale, rate_limit_per_s=preset.rate_limit_per_s)
+        return cls(**{**asdict(base), **overrides})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimulatorConfig":
+        d = json.loads(text)
+        d["latency_s"] = tuple(d["latency_s"])
+        if d.get("tickers") is not None:
+            d["tickers"] = tuple(d["tickers"])
+        return cls(**d)

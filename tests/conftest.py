@@ -1,0 +1,60 @@
+"""Shared fixtures: a real PostgreSQL (a fresh database per test session) and a real simulator process.
+
+The test database URL is exported as PERFLAB_DATABASE_URL before anything else runs, so notebooks
+executed by nbval in child kernels write to the same throwaway database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from perflab.db import engine as db_engine
+
+_ADMIN_URL = os.environ.get(db_engine.DATABASE_URL_ENV) or db_engine.embedded_url()
+_TEST_DB = f"perflab_test_{uuid.uuid4().hex[:8]}"
+
+
+def _admin() -> sa.Engine:
+    return sa.create_engine(_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+
+def pytest_configure(config):
+    with _admin().connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {_TEST_DB}")
+    url = sa.engine.make_url(_ADMIN_URL).set(database=_TEST_DB)
+    os.environ[db_engine.DATABASE_URL_ENV] = url.render_as_string(hide_password=False)
+
+
+def pytest_unconfigure(config):
+    db_engine.get_engine.cache_clear()
+    with _admin().connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {_TEST_DB} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from perflab.db.migrate import apply_schema
+
+    eng = db_engine.get_engine()
+    apply_schema(eng)
+    return eng
+
+
+@pytest.fixture
+def clean_db(engine):
+    from perflab.db.migrate import reset_data
+
+    reset_data(engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def sim():
+    from perflab.simulator import SimulatorConfig, start_simulator
+
+    with start_simulator(SimulatorConfig(time_scale=0.0005)) as s:
+        yield s

@@ -1,0 +1,54 @@
+import logging
+from datetime import date
+
+import pytest
+
+from perflab.api import errors
+from perflab.api.client import PolygonClient
+from perflab.errors import ConfigError
+from perflab.simulator import SimulatorConfig, start_simulator
+from perflab.simulator.bars import bars_between
+
+SENTINEL = "sk-SENTINEL-7f3a9c2e"
+
+
+def test_fetch_follows_pages_and_matches_simulator(sim):
+    client = PolygonClient(sim.url)
+    res = client.get_aggregates("AAPL", 1, "minute", "2024-03-04", "2024-03-06", limit=500)
+    expected = bars_between(sim.config.seed, "AAPL", 1, "minute", date(2024, 3, 4), date(2024, 3, 6))
+    assert res.stats.requests > 3
+    assert len(res.bars) == len(expected)
+    assert (res.bars["time"].dt.as_unit("ms").astype("int64").to_numpy() == expected.t).all()
+    assert res.bars["time"].is_monotonic_increasing and not res.bars["time"].duplicated().any()
+
+
+def test_unknown_ticker_is_empty(sim):
+    res = PolygonClient(sim.url).get_aggregates("NOPE", 1, "day", "2024-03-04", "2024-03-08")
+    assert res.bars.empty and res.stats.requests == 1
+
+
+def test_bad_request_is_typed_with_status_and_body(sim):
+    with pytest.raises(errors.BadRequestError) as info:
+        PolygonClient(sim.url).get_aggregates("AAPL", 1, "day", "2024-03-08", "2024-03-04")
+    assert info.value.status == 400 and "ERROR" in info.value.body
+
+
+def test_missing_key_for_remote_url_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="POLYGON_API_KEY"):
+        PolygonClient("https://api.polygon.io")
+
+
+def test_api_key_never_leaks(caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    with start_simulator(SimulatorConfig(time_scale=0.0005, api_key=SENTINEL)) as s:
+        client = PolygonClient(s.url, api_key=SENTINEL)
+        res = client.get_aggregates("AAPL", 5, "minute", "2024-03-04", "2024-03-05", limit=300)
+        assert res.stats.requests > 1
+        wrong = PolygonClient(s.url, api_key=SENTINEL + "-wrong")
+        with pytest.raises(errors.AuthError) as info:
+            wrong.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-05")
+    assert info.value.status == 401
+    text = caplog.text + capsys.readouterr().err + str(info.value) + repr(info.value) + (info.value.body or "")
+    assert SENTINEL not in text
+    assert SENTINEL not in repr(client)
