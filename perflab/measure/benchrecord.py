@@ -1,0 +1,36 @@
+"""Benchmark results as data: versioned JSON with raw samples and the environment, never just printed numbers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from perflab.db.engine import perflab_home
+from perflab.measure.environment import collect_environment
+
+BENCH_SCHEMA_VERSION = 1
+
+
+def bench_dir() -> Path:
+    path = perflab_home() / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_bench(name: str, results: dict, *, samples: dict | None = None, targets: dict | None = None,
+               params: dict | None = None, engine=None, path: Path | None = None) -> Path:
+    """Write ``<perflab home>/bench/<name>.json``: results, raw samples, targets and the environment."""
+    record = {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "benchmark": name,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "params": params or {},
+        "results": results,
+        "targets": targets or {},
+        "samples": samples or {},
+        "environment": collect_environment(engine),
+    }
+    path = path or bench_dir() / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1, default=str))
+    return path
