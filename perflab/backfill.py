@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy.engine import Engine
 from tqdm.auto import tqdm
@@ -25,6 +25,7 @@ from perflab.errors import PerflabError
 from perflab.features import compute_features
 from perflab.fixes import FixSet
 from perflab.measure.environment import collect_environment
+from perflab.measure.resources import ResourceSampler
 from perflab.measure.results import JobRecord, RunResult
 from perflab.measure.timing import StageTimer
 from perflab.presets import Preset, check_range, parse_date
@@ -42,12 +43,12 @@ class Workload:
     end: date
 
     @classmethod
-    def from_preset(cls, preset: Preset) -> "Workload":
+    def from_preset(cls, preset: Preset) -> Workload:
         return cls(preset.symbols, preset.timeframes, preset.start, preset.end)
 
     @classmethod
     def parse(cls, symbols: Iterable[str], timeframes: Iterable[str], start: str | date, end: str | date,
-              today: date | None = None) -> "Workload":
+              today: date | None = None) -> Workload:
         """Validate user input: known timeframes, real dates, from <= to, not in the future."""
         syms = tuple(s.strip().upper() for s in symbols if s.strip())
         if not syms:
@@ -71,7 +72,7 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     settings = fixes.settings(symbol)
     tf = parse_timeframe(timeframe)
     record = JobRecord(symbol, timeframe)
-    run_timer, timer = timer, StageTimer(origin=timer.origin)
+    run_timer, timer = timer, timer.child()
     try:
         with timer.stage("api"):
             fetched = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start, workload.end,
@@ -96,14 +97,18 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
 
 
 def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixes: FixSet | None = None, *,
-                 label: str = "baseline", params: dict | None = None, progress: bool = False) -> RunResult:
-    """Backfill every job of ``workload`` with the given fixes and return the measured result."""
+                 label: str = "baseline", params: dict | None = None, progress: bool = False,
+                 instrument: bool = True) -> RunResult:
+    """Backfill every job of ``workload`` with the given fixes and return the measured result.
+
+    ``instrument=False`` switches stage timing and resource sampling off (to measure their cost).
+    """
     fixes = fixes or FixSet()
     settings = fixes.settings()
     apply_schema(engine)
     set_indexes(engine, settings.indexes)
-    started_at = datetime.now(timezone.utc).isoformat()
-    timer = StageTimer()
+    started_at = datetime.now(UTC).isoformat()
+    timer = StageTimer(enabled=instrument)
     jobs = workload.jobs()
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
 
@@ -112,6 +117,7 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
         bar.update()
         return record
 
+    sampler = ResourceSampler(engine if instrument else None, enabled=instrument).start()
     try:
         if settings.api_workers > 1:
             with ThreadPoolExecutor(settings.api_workers) as pool:
@@ -120,10 +126,12 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
             records = [one(job) for job in jobs]
     finally:
         bar.close()
+        sampler.stop()
     wall = time.perf_counter() - timer.origin
     return RunResult(
         run_id=uuid.uuid4().hex[:12], label=label, started_at=started_at, wall_seconds=wall,
         params={"workload": workload.to_dict(), "fixes": fixes.spec, "rollout": fixes.rollout,
                 "settings": asdict(settings), **(params or {})},
         environment=collect_environment(engine), jobs=records, intervals=list(timer.intervals),
+        resources=sampler.summary.to_dict(),
     )

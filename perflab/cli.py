@@ -48,6 +48,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from perflab.db.engine import get_engine
     from perflab.db.migrate import apply_schema, reset_data
     from perflab.fixes import FixSet
+    from perflab.measure.history import store_run
     from perflab.presets import get_preset
     from perflab.simulator import SimulatorConfig, start_simulator
 
@@ -57,6 +58,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         args.timeframes.split(",") if args.timeframes else preset.timeframes,
         args.start or preset.start, args.end or preset.end)
     fixes = FixSet.parse(args.fixes) if args.fixes is not None else FixSet.from_env()
+    if args.rollout is not None:
+        fixes = FixSet.parse(fixes.names, rollout=args.rollout)
     with ExitStack() as stack:
         base_url = args.base_url
         if args.simulator:
@@ -68,6 +71,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             reset_data(engine)
         result = run_backfill(workload, client, engine, fixes, label=args.label or fixes.spec,
                               params={"preset": preset.name}, progress=sys.stderr.isatty())
+        store_run(engine, result)
     print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
     if args.out:
@@ -75,8 +79,32 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0 if result.failures == 0 else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from perflab.measure.compare import compare
+    from perflab.measure.results import RunSet
+
+    result = compare(RunSet.load(args.before), RunSet.load(args.after), force=args.force, min_effect=args.min_effect)
+    print(f"before: {result.before} ({result.n_before} runs)   after: {result.after} ({result.n_after} runs)")
+    table = result.table()
+    print(table.to_string(formatters={
+        "before": "{:.3f}".format, "after": "{:.3f}".format, "delta": "{:+.3f}".format,
+        "improvement": "{:+.1%}".format, "speedup": "{:.2f}x".format, "noise": "{:.3f}".format}))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from perflab.db.engine import PROJECT_ROOT
+
+    scripts = {p.stem.removeprefix("bench_"): p for p in sorted((PROJECT_ROOT / "benchmarks").glob("bench_*.py"))}
+    if args.name not in scripts:
+        raise PerflabError(f"unknown benchmark {args.name!r}: use one of {', '.join(scripts) or '(none found)'}")
+    return subprocess.call([sys.executable, str(scripts[args.name]), *args.rest])
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "serve": cmd_serve, "backfill": cmd_backfill,
+    "run": cmd_run, "serve": cmd_serve, "backfill": cmd_backfill, "compare": cmd_compare, "bench": cmd_bench,
 }
 
 
@@ -108,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--fresh", action="store_true", help="empty market_data and quant_features first")
     bf.add_argument("--label")
     bf.add_argument("--out", help="save the run result JSON here")
+    bf.add_argument("--rollout", type=float, default=None,
+                    help="fraction of symbols (stable hash) that get the per-symbol fixes")
+
+    cmp = sub.add_parser("compare", help="before/after deltas with medians, spread and significance")
+    cmp.add_argument("before", help="run result or run set JSON")
+    cmp.add_argument("after", help="run result or run set JSON")
+    cmp.add_argument("--force", action="store_true", help="compare even if workload or environment differ")
+    cmp.add_argument("--min-effect", type=float, default=0.05, help="smallest relative change that counts")
+
+    bench = sub.add_parser("bench", help="run benchmarks/bench_NAME.py (speed targets live there)")
+    bench.add_argument("name")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     return parser
 
 

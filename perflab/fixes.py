@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from perflab.errors import InputError
+from perflab.plan import PATH_CLAIMS
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class FixSet:
     rollout: float = 1.0
 
     @classmethod
-    def parse(cls, spec: str | Iterable[str] | None, rollout: float = 1.0) -> "FixSet":
+    def parse(cls, spec: str | Iterable[str] | None, rollout: float = 1.0) -> FixSet:
         """Parse ``none``, ``all``, ``api.backoff,db.copy``, ``all,-db.copy`` or ``api.*``."""
         if not 0.0 <= rollout <= 1.0:
             raise InputError(f"rollout {rollout} must be between 0 and 1")
@@ -126,7 +127,7 @@ class FixSet:
         return cls(frozenset(names), rollout)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, default: str = "none") -> "FixSet":
+    def from_env(cls, env: Mapping[str, str] | None = None, default: str = "none") -> FixSet:
         """Read ``PERFLAB_FIXES`` (and ``PERFLAB_ROLLOUT``); ``ENABLE_PHASE3_OPTIMIZATION=0`` turns all off."""
         env = os.environ if env is None else env
         if _truthy(env.get(MASTER_SWITCH)) is False:
@@ -144,10 +145,10 @@ class FixSet:
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
-    def with_fix(self, name: str) -> "FixSet":
+    def with_fix(self, name: str) -> FixSet:
         return FixSet.parse([*self.names, name], self.rollout)
 
-    def without(self, name: str) -> "FixSet":
+    def without(self, name: str) -> FixSet:
         return FixSet(self.names - {name}, self.rollout)
 
     def in_rollout(self, symbol: str) -> bool:
@@ -166,3 +167,11 @@ class FixSet:
             if name in self.names and (include_per_symbol or not fix.per_symbol):
                 settings = fix.apply(settings)
         return settings
+
+
+def progression(path: str) -> list[FixSet]:
+    """The plan's "Expected Progression" for a path: its fix 1, fixes 1+2, fixes 1+2+3, cumulatively."""
+    if path not in PATH_CLAIMS:
+        raise InputError(f"no fixes for path {path!r}: use one of {', '.join(PATH_CLAIMS)}")
+    names = PATH_CLAIMS[path]["fixes"]
+    return [FixSet.parse(names[: i + 1]) for i in range(len(names))]

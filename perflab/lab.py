@@ -21,7 +21,8 @@ from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.errors import InputError
 from perflab.fixes import FixSet
-from perflab.measure.results import RunResult
+from perflab.measure.history import store_run
+from perflab.measure.results import RunResult, RunSet
 from perflab.presets import Preset, get_preset
 from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
 from perflab.simulator.process import fetch_stats
@@ -51,7 +52,7 @@ class Lab:
         return fetch_stats(self.base_url)
 
     def backfill(self, fixes: str | FixSet = "none", label: str | None = None, *, fresh: bool = True,
-                 workload: Workload | None = None, progress: bool = True) -> RunResult:
+                 workload: Workload | None = None, progress: bool = True, instrument: bool = True) -> RunResult:
         """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare."""
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
         label = label or fixset.spec
@@ -61,13 +62,32 @@ class Lab:
         client = self.client(fixset)
         try:
             result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
-                                  params={"preset": self.preset.name}, progress=progress)
+                                  params={"preset": self.preset.name}, progress=progress, instrument=instrument)
         finally:
             client.close()
         after = self.server_stats()
         result.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        store_run(self.engine, result)
         self.results[label] = result
         return result
+
+    def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None,
+               reuse: list[RunResult] | None = None) -> RunSet:
+        """``n`` (default: the preset's ``repeats``) fresh runs of one configuration, for medians and spread.
+
+        Runs in ``reuse`` (same configuration, e.g. the baseline notebook 01 saved) count toward ``n``.
+        """
+        fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
+        label = label or fixset.spec
+        runs = list(reuse or [])
+        while len(runs) < (n or self.preset.repeats):
+            runs.append(self.backfill(fixset, label=label))
+        return RunSet(label, runs)
+
+    def saved_baseline(self) -> list[RunResult]:
+        """The baseline run notebook 01 saved into this ``out_dir``, if any (to reuse, not re-run)."""
+        path = self.out_dir / "baseline.json"
+        return [RunResult.load(path)] if path.exists() else []
 
     def save(self, result: RunResult, name: str) -> Path:
         """Write ``result`` as ``<out_dir>/<name>.json``."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import matplotlib.pyplot as plt
+import pandas as pd
 from matplotlib.figure import Figure
 
-from perflab.measure.results import RunResult
+from perflab.measure.results import RunResult, RunSet
 from perflab.measure.timing import STAGES
 
 STAGE_COLORS = {"api": "#4C72B0", "db": "#DD8452", "compute": "#55A868", "idle": "#BBBBBB"}
@@ -27,18 +31,45 @@ def breakdown_bar(result: RunResult, title: str | None = None) -> Figure:
     return fig
 
 
-def stacked_breakdown(results: list[RunResult], title: str = "Where the time goes") -> Figure:
-    """One stacked bar of busy seconds per run, stages in a fixed order and colour."""
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(results) + 1.5))
-    left = [0.0] * len(results)
-    labels = [r.label for r in results]
+def stacked_breakdown(sets: list[RunSet], title: str = "Where the time goes") -> Figure:
+    """One stacked bar of median busy seconds per stage for each run set; whiskers span the wall-time spread."""
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(sets) + 1.6))
+    labels = [s.label for s in sets]
+    left = [0.0] * len(sets)
     for stage in STAGES:
-        vals = [r.stage_seconds.get(stage, 0.0) for r in results]
+        vals = [s.median(stage) for s in sets]
         ax.barh(labels, vals, left=left, label=stage, color=STAGE_COLORS[stage])
         left = [a + b for a, b in zip(left, vals)]
+    walls = [s.median("wall_seconds") for s in sets]
+    lo = [w - s.spread("wall_seconds")[0] for w, s in zip(walls, sets)]
+    hi = [s.spread("wall_seconds")[1] - w for w, s in zip(walls, sets)]
+    ax.errorbar(walls, labels, xerr=[lo, hi], fmt="k|", capsize=4, label="wall (median, min-max)")
     ax.invert_yaxis()
-    ax.set_xlabel("busy seconds")
+    ax.set_xlabel("seconds (bars: busy per stage; marker: wall)")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def history_chart(runs: pd.DataFrame, title: str = "Every run on this machine") -> Figure:
+    """Wall seconds of stored runs over time, one marker colour per label."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for label, group in runs.groupby("label", sort=False):
+        ax.plot(pd.to_datetime(group["started_at"]), group["wall_seconds"], "o", label=label, alpha=0.8)
+    ax.set_ylabel("wall seconds")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    if runs["label"].nunique() <= 12:
+        ax.legend(fontsize="x-small", ncol=2)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def to_png_base64(fig: Figure) -> str:
+    """A figure as a base64 PNG, for embedding in a standalone HTML page."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()

@@ -44,7 +44,7 @@ class Preset:
         d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
         return d
 
-    def with_overrides(self, **changes) -> "Preset":
+    def with_overrides(self, **changes) -> Preset:
         """Copy with some fields changed (e.g. fewer symbols for a quick look)."""
         return replace(self, **changes)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from perflab.db.engine import perflab_home
 from perflab.measure.environment import collect_environment
+from perflab.measure.results import finite
 
 BENCH_SCHEMA_VERSION = 1
 
@@ -24,7 +25,7 @@ def save_bench(name: str, results: dict, *, samples: dict | None = None, targets
     record = {
         "schema_version": BENCH_SCHEMA_VERSION,
         "benchmark": name,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "params": params or {},
         "results": results,
         "targets": targets or {},
@@ -32,5 +33,5 @@ def save_bench(name: str, results: dict, *, samples: dict | None = None, targets
         "environment": collect_environment(engine),
     }
     path = path or bench_dir() / f"{name}.json"
-    path.write_text(json.dumps(record, indent=1, default=str))
+    path.write_text(json.dumps(finite(record), indent=1, default=str, allow_nan=False))
     return path

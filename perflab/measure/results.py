@@ -18,6 +18,17 @@ from perflab.measure.timing import STAGES, busy_seconds, wall_attribution
 SCHEMA_VERSION = 1
 
 
+def finite(obj):
+    """``obj`` with NaN/inf floats replaced by None, so the JSON is standard (and PostgreSQL accepts it)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 @dataclass
 class JobRecord:
     """One (symbol, timeframe) job: stage seconds, what it moved, and its error if it failed."""
@@ -53,6 +64,7 @@ class RunResult:
     jobs: list[JobRecord]
     intervals: list[tuple[str, float, float]] = field(default_factory=list)
     server_stats: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -109,6 +121,11 @@ class RunResult:
             "api_latency_p99_s": float(np.nanpercentile(lat, 99)),
             "db_rows_per_s": self.rows_written / busy["db"] if busy["db"] else float("nan"),
             "compute_s_per_symbol": busy["compute"] / len(symbols) if symbols else float("nan"),
+            "cpu_avg_pct": self.resources.get("cpu_avg_pct", float("nan")),
+            "cpu_peak_pct": self.resources.get("cpu_peak_pct", float("nan")),
+            "rss_peak_mb": self.resources.get("rss_peak_mb", float("nan")),
+            "db_connections_peak": self.resources.get("db_connections_peak", float("nan")),
+            "failed_symbols": len({j.symbol for j in self.jobs if not j.ok}),
         }
 
     def breakdown(self) -> pd.DataFrame:
@@ -130,32 +147,96 @@ class RunResult:
         d = asdict(self)
         d["summary"] = {"stage_seconds": self.stage_seconds, "stage_shares": self.stage_shares,
                         "wall_stage_seconds": self.wall_stage_seconds, "metrics": self.metrics()}
-        return d
+        return finite(d)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False))
         return path
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunResult":
-        version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InputError(f"run result has schema_version {version!r}; this perflab reads {SCHEMA_VERSION}: "
-                             "re-run it with this version")
-        d = {k: v for k, v in d.items() if k != "summary"}
+    def from_dict(cls, d: dict) -> RunResult:
+        _check_version(d, "run result")
+        missing = [k for k in ("run_id", "label", "wall_seconds", "jobs", "params") if k not in d]
+        if missing:
+            raise InputError(f"run result lacks {', '.join(missing)}: is it a perflab run JSON?")
+        d = {k: v for k, v in d.items() if k not in ("summary", "kind")}
         d["jobs"] = [JobRecord(**j) for j in d["jobs"]]
         d["intervals"] = [tuple(i) for i in d.get("intervals", [])]
         return cls(**d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunResult":
+    def load(cls, path: str | Path) -> RunResult:
+        return cls.from_dict(_read_json(path))
+
+
+def _read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no run result at {path}") from None
+    except ValueError:
+        raise InputError(f"{path} is not a run result (invalid JSON)") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a run result (expected a JSON object)")
+    return data
+
+
+def _check_version(d: dict, what: str) -> None:
+    version = d.get("schema_version")
+    if version is None:
+        raise InputError(f"{what} has no schema_version: it was not written by perflab")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{what} has schema_version {version!r}; this perflab reads {SCHEMA_VERSION}: "
+                         "re-run it with this version of perflab")
+
+
+@dataclass
+class RunSet:
+    """Repeated runs of one configuration: medians and spread instead of single numbers."""
+
+    label: str
+    runs: list[RunResult]
+
+    def values(self, metric: str) -> list[float]:
+        """One number per run: a stage (``api``/``db``/``compute``: busy seconds) or a metric name."""
+        if metric in STAGES:
+            return [r.stage_seconds[metric] for r in self.runs]
+        return [float("nan") if r.metrics()[metric] is None else r.metrics()[metric] for r in self.runs]
+
+    def median(self, metric: str) -> float:
+        return float(np.median(self.values(metric)))
+
+    def spread(self, metric: str) -> tuple[float, float]:
+        v = self.values(metric)
+        return float(min(v)), float(max(v))
+
+    @property
+    def params(self) -> dict:
+        return self.runs[0].params
+
+    @property
+    def environment(self) -> dict:
+        return self.runs[0].environment
+
+    def to_dict(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "kind": "runset", "label": self.label,
+                "runs": [r.to_dict() for r in self.runs]}
+
+    def save(self, path: str | Path) -> Path:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(f"no run result at {path}") from None
-        except ValueError:
-            raise InputError(f"{path} is not a run result (invalid JSON)") from None
-        return cls.from_dict(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunSet:
+        """Load a run set, or a single run result as a set of one."""
+        d = _read_json(path)
+        _check_version(d, f"{path}")
+        if d.get("kind") == "runset":
+            return cls(d["label"], [RunResult.from_dict(r) for r in d["runs"]])
+        run = RunResult.from_dict(d)
+        return cls(run.label, [run])

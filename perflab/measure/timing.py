@@ -17,18 +17,29 @@ STAGES = ("api", "db", "compute")
 
 @dataclass
 class StageTimer:
-    """Collects (stage, start, end) intervals relative to ``origin`` (a perf_counter reading)."""
+    """Collects (stage, start, end) intervals relative to ``origin`` (a perf_counter reading).
+
+    With ``enabled=False`` it records nothing, so the cost of instrumentation itself can be measured.
+    """
 
     origin: float = field(default_factory=time.perf_counter)
     intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    enabled: bool = True
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
         start = time.perf_counter()
         try:
             yield
         finally:
             self.intervals.append((name, start - self.origin, time.perf_counter() - self.origin))
+
+    def child(self) -> StageTimer:
+        """A timer on the same clock for one job (merge back with ``intervals.extend``)."""
+        return StageTimer(origin=self.origin, enabled=self.enabled)
 
     def busy(self) -> dict[str, float]:
         """Seconds per stage, summed over intervals."""
