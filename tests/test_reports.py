@@ -9,5 +9,5 @@ def test_suite_writes_html_and_index(tmp_path):
     assert "<img" in html or "image/png" in html
     assert "lab = open_lab" not in html  # input cells are left out of the report
     index = suite.index.read_text()
-    assert 'href="01_baseline.html"' in index and "Baseline:" in index
+    assert 'href="01_baseline.html"' in index and "Bottleneck: Path" in index and "Baseline breakdown" in index
     assert (suite.out_dir / "baseline.json").exists()
