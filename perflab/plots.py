@@ -53,16 +53,17 @@ def stacked_breakdown(sets: list[RunSet], title: str = "Where the time goes") ->
 
 
 def history_chart(runs: pd.DataFrame, title: str = "Every run on this machine") -> Figure:
-    """Wall seconds of stored runs over time, one marker colour per label."""
+    """Wall seconds of stored runs in the order they ran (oldest left), one marker colour per label."""
     fig, ax = plt.subplots(figsize=(8, 3))
+    order = pd.Series(range(1, len(runs) + 1), index=runs.index)
     for label, group in runs.groupby("label", sort=False):
-        ax.plot(pd.to_datetime(group["started_at"]), group["wall_seconds"], "o", label=label, alpha=0.8)
+        ax.plot(order[group.index], group["wall_seconds"], "o", label=label, alpha=0.8)
+    ax.set_xlabel(f"run, oldest to newest ({runs['started_at'].min():%Y-%m-%d} to {runs['started_at'].max():%Y-%m-%d})")
     ax.set_ylabel("wall seconds")
     ax.set_yscale("log")
     ax.set_title(title)
     if runs["label"].nunique() <= 12:
         ax.legend(fontsize="x-small", ncol=2)
-    fig.autofmt_xdate()
     fig.tight_layout()
     return fig
 

@@ -19,7 +19,7 @@ from perflab.measure.criteria import evaluate
 from perflab.measure.history import history
 from perflab.measure.results import RunSet
 from perflab.measure.verdict import classify
-from perflab.plots import history_chart, to_png_base64
+from perflab.plots import history_chart, stacked_breakdown, to_png_base64
 from perflab.presets import get_preset
 from perflab.redact import redact
 from perflab.simulator import SimulatorConfig, start_simulator
@@ -149,6 +149,8 @@ def verdict_section(out_dir: Path) -> str:
         out.append(f"<p class='big'>{total.before:.2f}s → {total.after:.2f}s: <b>{total.improvement:.0%} less time"
                    f" ({total.speedup:.1f}x)</b>{sig} with all fixes · criteria passed: "
                    f"<b>{int(crit.sum())}/{len(crit)}</b></p>")
+        img = to_png_base64(stacked_breakdown([baseline, after], title="Baseline vs all fixes (median busy seconds)"))
+        out.append(f"<img alt='baseline vs all fixes' src='data:image/png;base64,{img}'>")
     out.append("</div>")
     table = baseline.runs[0].breakdown()
     rows = "".join(f"<tr><td>{st}</td><td>{baseline.median(st):.2f}s</td><td>{verdict.shares[st]:.0%}</td></tr>"
