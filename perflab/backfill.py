@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy.engine import Engine
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from perflab.api.client import PolygonClient
 from perflab.api.errors import AuthError

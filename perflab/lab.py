@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ from perflab.measure.results import RunResult, RunSet
 from perflab.presets import Preset, get_preset
 from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
 from perflab.simulator.process import fetch_stats
+
+
+HEADLESS_ENV = "PERFLAB_HEADLESS"
 
 
 @dataclass
@@ -52,8 +56,14 @@ class Lab:
         return fetch_stats(self.base_url)
 
     def backfill(self, fixes: str | FixSet = "none", label: str | None = None, *, fresh: bool = True,
-                 workload: Workload | None = None, progress: bool = True, instrument: bool = True) -> RunResult:
-        """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare."""
+                 workload: Workload | None = None, progress: bool | None = None,
+                 instrument: bool = True) -> RunResult:
+        """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare.
+
+        A progress bar shows unless ``perflab run`` executes the notebook headlessly (``PERFLAB_HEADLESS``).
+        """
+        if progress is None:
+            progress = not os.environ.get(HEADLESS_ENV)
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
         label = label or fixset.spec
         if fresh:

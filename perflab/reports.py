@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from perflab.db.engine import PROJECT_ROOT, get_engine
 from perflab.db.migrate import apply_schema
 from perflab.errors import PerflabError
+from perflab.lab import HEADLESS_ENV
 from perflab.measure.compare import compare
 from perflab.measure.criteria import evaluate
 from perflab.measure.history import history
@@ -74,6 +76,7 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int) -> s
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    os.environ[HEADLESS_ENV] = "1"  # kernels inherit it: no progress bars in the HTML reports
     try:
         papermill.execute_notebook(
             str(notebook), str(out_dir / notebook.name), parameters=parameters, kernel_name="python3",
