@@ -8,8 +8,15 @@ from datetime import date
 import pytest
 
 from perflab.api import errors
-from perflab.api.breaker import (CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, CircuitOpenError,
-                                 GuardedClient)
+from perflab.api.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    GuardedClient,
+)
 from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.chaos import SimulatorOutage
 from perflab.degrade import FeatureService, StaleDataWarning
