@@ -85,7 +85,7 @@ class CircuitBreaker:
 
     def _move(self, state: str, reason: str) -> None:
         self._state = state
-        self.events.append(BreakerEvent(self.now(), state, reason))
+        self.events.append(BreakerEvent(self.now(), state, reason if len(reason) <= 120 else reason[:117] + "..."))
 
     def retry_in(self) -> float:
         """Seconds until a call may go through (0 when closed)."""
