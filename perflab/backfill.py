@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
+import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
@@ -20,6 +21,7 @@ from perflab.api.client import PolygonClient
 from perflab.api.errors import AuthError
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
+from perflab.db.outage import DbRetry
 from perflab.db.writers import get_writer
 from perflab.errors import PerflabError
 from perflab.features import compute_features
@@ -30,6 +32,7 @@ from perflab.measure.results import JobRecord, RunResult
 from perflab.measure.timing import StageTimer
 from perflab.presets import Preset, check_range, parse_date
 from perflab.redact import redact
+from perflab.resume import feature_input, fetch_missing, mark_done
 from perflab.timeframes import parse_timeframe
 
 
@@ -72,25 +75,35 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     settings = fixes.settings(symbol)
     tf = parse_timeframe(timeframe)
     record = JobRecord(symbol, timeframe)
+    db = DbRetry(engine, enabled=settings.db_retry)
     run_timer, timer = timer, timer.child()
     try:
         with timer.stage("api"):
-            fetched = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start, workload.end,
-                                            limit=settings.page_limit)
+            if settings.missing_only:
+                fetched, todo = fetch_missing(client, engine, symbol, tf, workload.start, workload.end,
+                                              limit=settings.page_limit)
+            else:
+                fetched, todo = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start,
+                                                      workload.end, limit=settings.page_limit), None
         st = fetched.stats
         record.requests, record.retries, record.rate_limited = st.requests, st.retries, st.rate_limited
         record.timeouts, record.bytes_received, record.latencies = st.timeouts, st.bytes_received, st.latencies
         with timer.stage("db"):
-            record.rows = get_writer(settings.writer).write(engine, symbol, timeframe, fetched.bars,
-                                                            settings.batch_size)
+            record.rows = db.write_bars(get_writer(settings.writer), symbol, timeframe, fetched.bars,
+                                        settings.batch_size, skip_stored=settings.missing_only)
+            bars = fetched.bars if todo is None else db.run(
+                lambda: feature_input(engine, symbol, tf, workload.start, workload.end, todo))
         with timer.stage("compute"):
-            features = compute_features(fetched.bars, settings.feature_impl)
+            features = compute_features(bars, settings.feature_impl) if len(bars) else pd.DataFrame()
         with timer.stage("db"):
-            record.feature_rows = write_features(engine, symbol, timeframe, features)
+            record.feature_rows = db.run(lambda: write_features(engine, symbol, timeframe, features))
+            if todo:
+                db.run(lambda: mark_done(engine, symbol, tf, todo))
     except AuthError:
         raise
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
         record.error = f"{type(exc).__name__}: {redact(str(exc).strip().splitlines()[0] if str(exc).strip() else exc)}"
+    record.retries += db.retries
     record.stages = timer.busy()
     run_timer.intervals.extend(timer.intervals)
     return record

@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
+    from perflab.api.breaker import guard
     from perflab.api.client import PolygonClient, RetryPolicy
     from perflab.backfill import Workload, run_backfill
     from perflab.db.engine import get_engine
@@ -64,7 +65,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         base_url = args.base_url
         if args.simulator:
             base_url = stack.enter_context(start_simulator(SimulatorConfig.for_preset(preset))).url
-        client = PolygonClient(base_url, retry=RetryPolicy() if fixes.settings().backoff else None)
+        settings = fixes.settings()
+        client = guard(PolygonClient(base_url, retry=RetryPolicy() if settings.backoff else None), settings.breaker)
         engine = get_engine()
         if args.fresh:
             apply_schema(engine)

@@ -31,6 +31,8 @@ class PipelineSettings:
     writer: str = "orm_row"
     batch_size: int | None = None
     feature_impl: str = "loop"
+    breaker: bool = False
+    db_retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ FIXES: dict[str, Fix] = {
         Fix("compute.vectorized", "C", "pandas/numpy features over whole arrays", _set(feature_impl="vectorized")),
         Fix("compute.parallel", "C", "vectorized features spread over a process pool",
             _set(feature_impl="parallel"), per_symbol=False),
+        Fix("api.breaker", "4", "circuit breaker: stop calling a failing API, probe after a cool-down, resume alone",
+            _set(breaker=True), per_symbol=False),
+        Fix("db.retry", "4", "a write that loses its DB connection waits for the DB and writes what is missing",
+            _set(db_retry=True), per_symbol=False),
     )
 }
 

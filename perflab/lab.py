@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from perflab.api.breaker import GuardedClient, guard
 from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.backfill import Workload, run_backfill
 from perflab.db.engine import get_engine
@@ -47,10 +48,11 @@ class Lab:
     def workload(self) -> Workload:
         return Workload.from_preset(self.preset)
 
-    def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient:
-        """A client for this lab's API; with ``api.backoff`` on, it retries with backoff."""
-        retry = RetryPolicy() if fixes is not None and fixes.settings().backoff else None
-        return PolygonClient(self.base_url, retry=retry, **kw)
+    def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient | GuardedClient:
+        """A client for this lab's API; with ``api.backoff`` on, it retries with backoff; ``api.breaker`` guards it."""
+        settings = fixes.settings() if fixes is not None else None
+        retry = RetryPolicy() if settings is not None and settings.backoff else None
+        return guard(PolygonClient(self.base_url, retry=retry, **kw), settings is not None and settings.breaker)
 
     def server_stats(self) -> dict:
         return fetch_stats(self.base_url)
@@ -76,6 +78,8 @@ class Lab:
         finally:
             client.close()
         after = self.server_stats()
+        if isinstance(client, GuardedClient):
+            result.params["breaker"] = client.report.to_dict()
         result.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
         store_run(self.engine, result)
         self.results[label] = result

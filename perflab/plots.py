@@ -74,3 +74,32 @@ def to_png_base64(fig: Figure) -> str:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def breaker_timeline(report: dict, outage: tuple[float, float] | None = None,
+                     title: str = "Circuit breaker through an API outage") -> Figure:
+    """Breaker state over time (a step line) above each guarded call as a bar coloured by its outcome."""
+    colors = {"success": "#55A868", "failure": "#C44E52", "refused": "#DD8452", "gave_up": "#8172B2"}
+    levels = {"closed": 0, "half_open": 1, "open": 2}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 3.6), sharex=True, height_ratios=[1, 1.3])
+    events = report["events"]
+    calls = report["calls"]
+    end = max([c["end"] for c in calls] + [e["t"] for e in events] + [outage[1] if outage else 0.0])
+    times = [e["t"] for e in events] + [end]
+    states = [levels[e["state"]] for e in events]
+    top.step(times, states + states[-1:], where="post", color="#333")
+    top.set_yticks(list(levels.values()), list(levels))
+    top.set_ylim(-0.5, 2.5)
+    for i, c in enumerate(calls):
+        bottom.barh(i % 12, c["end"] - c["start"], left=c["start"], color=colors.get(c["outcome"], "#999"),
+                    height=0.8)
+    for ax in (top, bottom):
+        if outage:
+            ax.axvspan(*outage, color="#C44E52", alpha=0.12, label="API down")
+    bottom.set_yticks([])
+    bottom.set_xlabel("seconds since the run started")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=col) for col in colors.values()]
+    bottom.legend(handles, list(colors), loc="upper right", fontsize=8, ncol=4)
+    top.set_title(title)
+    fig.tight_layout()
+    return fig

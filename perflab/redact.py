@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from urllib.parse import unquote
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 _QUERY_SECRET = re.compile(r"(?i)(?P<k>[?&](?:apikey|api_key|password|token)=)(?P<v>[^&#\s'\"]+)")
@@ -20,10 +22,25 @@ def register_secret(value: str | None) -> None:
         _known_secrets.add(value)
 
 
+def env_secrets() -> set[str]:
+    """Secrets the environment holds right now: the Polygon key and the password in the database URL."""
+    found = {os.environ.get("POLYGON_API_KEY") or ""}
+    for name in ("PERFLAB_DATABASE_URL", "DATABASE_URL"):
+        m = _URL_PASSWORD.search(os.environ.get(name) or "")
+        if m:
+            found.add(unquote(m["pw"]))
+            found.add(m["pw"])
+    return {s for s in found if len(s) >= 4}
+
+
 def redact(text: object) -> str:
-    """Return ``str(text)`` with URL passwords, key query parameters, bearer tokens and known secrets masked."""
+    """Return ``str(text)`` with URL passwords, key query parameters, bearer tokens and known secrets masked.
+
+    Known secrets are those registered and those in the environment now, so a process that never built a
+    client (the report runner exporting HTML) still masks the key.
+    """
     s = str(text)
-    for secret in sorted(_known_secrets, key=len, reverse=True):
+    for secret in sorted(_known_secrets | env_secrets(), key=len, reverse=True):
         s = s.replace(secret, MASK)
     s = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", s)
     s = _QUERY_SECRET.sub(lambda m: f"{m['k']}{MASK}", s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 from perflab.api.client import LOCAL_API_KEY
@@ -16,7 +17,7 @@ class SimulatorConfig:
     seed: int = 42
     latency_s: tuple[float, float] = (2.0, 4.0)
     time_scale: float = 1.0
-    api_key: str = LOCAL_API_KEY
+    api_key: str = field(default_factory=lambda: os.environ.get("POLYGON_API_KEY") or LOCAL_API_KEY)
     tickers: tuple[str, ...] | None = SYMBOLS_25 + ("SPY", "QQQ", "IWM", "DIA")
     rate_limit_per_s: float | None = None
     rate_limit_burst: int | None = None

@@ -1,0 +1,97 @@
+"""What is already stored: the days a backfill completed (``fetch_coverage``) and the bar times in ``market_data``.
+
+Resume (``api.missing_only``) asks :func:`missing_ranges` which days still need fetching and
+:func:`drop_stored` which fetched bars are already in the table, so a re-run after a kill (or a DB
+outage) fetches only what is missing and never writes a bar twice, whatever the writer.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+NY = ZoneInfo("America/New_York")
+
+
+def day_start(day: date) -> datetime:
+    """00:00 New York time on ``day``: bars belong to the New York day their window starts on."""
+    return datetime.combine(day, time(0), NY)
+
+
+def _stored_count(conn: Connection, symbol: str, timeframe: str, first: date, last: date) -> int:
+    return conn.execute(sa.text(
+        "SELECT count(*) FROM market_data WHERE symbol = :s AND timeframe = :tf AND time >= :a AND time < :b"),
+        {"s": symbol, "tf": timeframe, "a": day_start(first), "b": day_start(last + timedelta(1))}).scalar_one()
+
+
+def covered_days(engine: Engine, symbol: str, timeframe: str) -> set[date]:
+    """Days recorded complete whose bars are all still stored (an emptied table invalidates its entries)."""
+    days: set[date] = set()
+    with engine.connect() as conn:
+        entries = conn.execute(sa.text(
+            "SELECT first_day, last_day, rows FROM fetch_coverage WHERE symbol = :s AND timeframe = :tf"),
+            {"s": symbol, "tf": timeframe}).all()
+        for first, last, rows in entries:
+            if rows == 0 or _stored_count(conn, symbol, timeframe, first, last) >= rows:
+                days.update(first + timedelta(d) for d in range((last - first).days + 1))
+    return days
+
+
+def missing_ranges(engine: Engine, symbol: str, timeframe: str, start: date, end: date) -> list[tuple[date, date]]:
+    """The contiguous runs of days in [start, end] not yet covered, oldest first."""
+    covered = covered_days(engine, symbol, timeframe)
+    ranges: list[tuple[date, date]] = []
+    for d in (start + timedelta(i) for i in range((end - start).days + 1)):
+        if d in covered:
+            continue
+        if ranges and ranges[-1][1] == d - timedelta(1):
+            ranges[-1] = (ranges[-1][0], d)
+        else:
+            ranges.append((d, d))
+    return ranges
+
+
+def record_coverage(engine: Engine, symbol: str, timeframe: str, first: date, last: date,
+                    today: date | None = None) -> None:
+    """Mark [first, last] complete with the bars now stored there; days from today on are never final."""
+    today = today or datetime.now(NY).date()
+    last = min(last, today - timedelta(1))
+    if last < first:
+        return
+    with engine.begin() as conn:
+        rows = _stored_count(conn, symbol, timeframe, first, last)
+        conn.execute(sa.text(
+            "INSERT INTO fetch_coverage (symbol, timeframe, first_day, last_day, rows) VALUES (:s, :tf, :a, :b, :n) "
+            "ON CONFLICT (symbol, timeframe, first_day, last_day) DO UPDATE SET rows = EXCLUDED.rows, "
+            "recorded_at = now()"),
+            {"s": symbol, "tf": timeframe, "a": first, "b": last, "n": rows})
+
+
+def drop_stored(engine: Engine, symbol: str, timeframe: str, bars: pd.DataFrame) -> pd.DataFrame:
+    """``bars`` without the rows whose time is already stored for (symbol, timeframe)."""
+    if bars.empty:
+        return bars
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT time FROM market_data WHERE symbol = :s AND timeframe = :tf AND time >= :a AND time <= :b"),
+            {"s": symbol, "tf": timeframe, "a": bars["time"].min().to_pydatetime(),
+             "b": bars["time"].max().to_pydatetime()}).scalars().all()
+    if not stored:
+        return bars
+    keep = ~bars["time"].isin(pd.DatetimeIndex(stored).tz_convert("UTC"))
+    return bars.loc[keep].reset_index(drop=True)
+
+
+def stored_bars(engine: Engine, symbol: str, timeframe: str, start: date, end: date) -> pd.DataFrame:
+    """The stored bars of [start, end] (New York days), oldest first, in the client's column layout."""
+    frame = pd.read_sql_query(
+        sa.text("SELECT time, open, high, low, close, volume, vwap, transactions FROM market_data "
+                "WHERE symbol = :s AND timeframe = :tf AND time >= :a AND time < :b ORDER BY time"),
+        engine, params={"s": symbol, "tf": timeframe, "a": day_start(start), "b": day_start(end + timedelta(1))})
+    frame["time"] = pd.to_datetime(frame["time"], utc=True).astype("datetime64[ms, UTC]")
+    frame["transactions"] = frame["transactions"].fillna(0).astype("int64")
+    return frame

@@ -1,0 +1,111 @@
+"""The circuit breaker: state machine on a fake clock, then a real simulator outage (process down and back)."""
+
+import threading
+import time
+import warnings
+from datetime import date
+
+import pytest
+
+from perflab.api import errors
+from perflab.api.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    GuardedClient,
+)
+from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.chaos import SimulatorOutage
+from perflab.degrade import FeatureService, StaleDataWarning
+from perflab.simulator import SimulatorConfig, start_simulator
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def boom():
+    raise errors.ServerError("503 from the API")
+
+
+def test_opens_after_threshold_then_probes_once_and_closes():
+    clock = Clock()
+    b = CircuitBreaker(BreakerPolicy(failure_threshold=3, cooldown_s=10), clock=clock)
+    for _ in range(2):
+        with pytest.raises(errors.ServerError):
+            b.call(boom)
+    assert b.state == CLOSED
+    with pytest.raises(errors.ServerError):
+        b.call(boom)
+    assert b.state == OPEN
+    with pytest.raises(CircuitOpenError, match="retry in 10.0s"):
+        b.call(lambda: "never called")
+    clock.t += 10
+    assert b.allow() and b.state == HALF_OPEN
+    assert not b.allow(), "only one probe while half-open"
+    b.record_failure("still down")
+    assert b.state == OPEN and b.retry_in() == pytest.approx(10)
+    clock.t += 10
+    assert b.call(lambda: "ok") == "ok" and b.state == CLOSED
+    assert [e.state for e in b.events] == [CLOSED, OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+
+
+def test_refusals_are_not_outages():
+    b = CircuitBreaker(BreakerPolicy(failure_threshold=1))
+    for exc in (errors.AuthError("401"), errors.NotFoundError("404"), errors.RateLimitError("429")):
+        with pytest.raises(type(exc)):
+            b.call(lambda e=exc: (_ for _ in ()).throw(e))
+    assert b.state == CLOSED
+
+
+def test_a_job_rides_through_an_api_outage_and_reads_degrade_to_the_store(clean_db):
+    with start_simulator(SimulatorConfig(time_scale=0.0005)) as sim:
+        day = date(2024, 3, 4)
+        guarded = GuardedClient(PolygonClient(sim.url, retry=RetryPolicy(attempts=2, initial_s=0.01)),
+                                CircuitBreaker(BreakerPolicy(failure_threshold=2, cooldown_s=0.3)))
+        service = FeatureService(PolygonClient(sim.url), clean_db, guarded.breaker)
+        live = service.read("AAPL", "1h", day, day)
+        assert live.source == "live" and len(live.features)
+
+        outage = SimulatorOutage(sim)
+        outage.down()
+        threading.Timer(1.2, outage.up).start()
+        started = time.monotonic()
+        result = guarded.get_aggregates("AAPL", 1, "hour", day, day)
+        assert len(result.bars) == len(live.features)
+        assert time.monotonic() - started >= 1.0
+        states = [e.state for e in guarded.breaker.events]
+        assert states[:3] == [CLOSED, OPEN, HALF_OPEN] and states[-1] == CLOSED
+        assert guarded.report.failed_calls >= 2 and guarded.report.lost_s >= 1.0
+        assert result.stats.retries >= guarded.report.failed_calls
+
+        outage.down()
+        guarded.breaker.record_failure("down again")
+        guarded.breaker.record_failure("down again")
+        assert guarded.breaker.state == OPEN
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cached = service.read("AAPL", "1h", day, day)
+        assert cached.source == "cache" and len(cached.features) == len(live.features)
+        assert "hours stale" in cached.warning and any(w.category is StaleDataWarning for w in caught)
+        outage.up()
+
+
+def test_staleness_is_reported_in_hours(clean_db, sim):
+    day = date(2024, 3, 4)
+    service = FeatureService(PolygonClient(sim.url), clean_db)
+    service.read("MSFT", "1d", day, day)
+    with clean_db.begin() as conn:
+        conn.exec_driver_sql("UPDATE quant_features SET computed_at = now() - interval '6 hours'")
+    with pytest.warns(StaleDataWarning, match="data is 6.0 hours stale"):
+        read = service.cached("MSFT", "1d", day, day)
+    assert read.stale_hours == pytest.approx(6.0, abs=0.01)
+    with pytest.raises(errors.PerflabError, match="no features are stored"):
+        service.cached("KO", "1d", day, day)
