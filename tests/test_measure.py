@@ -118,3 +118,17 @@ def test_sampler_sees_cpu_memory_and_connections(engine):
     s = sampler.summary
     assert s.samples >= 2 and s.rss_peak_mb > 10 and s.cpu_peak_pct > 0
     assert s.db_connections_peak >= 1
+
+
+def test_saved_results_follow_the_published_json_schema(tmp_path, clean_db, sim):
+    import jsonschema
+
+    from perflab.api.client import PolygonClient
+    from perflab.backfill import Workload, run_backfill
+    from perflab.measure.results import JSON_SCHEMA
+    from perflab.presets import get_preset
+
+    schema = json.loads(JSON_SCHEMA.read_text())
+    run = run_backfill(Workload.from_preset(get_preset("smoke")), PolygonClient(sim.url), clean_db)
+    jsonschema.validate(json.loads(run.save(tmp_path / "r.json").read_text()), schema)
+    jsonschema.validate(json.loads(RunSet("s", [run, run]).save(tmp_path / "s.json").read_text()), schema)

@@ -16,6 +16,7 @@ from perflab.errors import InputError
 from perflab.measure.timing import STAGES, busy_seconds, wall_attribution
 
 SCHEMA_VERSION = 1
+JSON_SCHEMA = Path(__file__).with_name("run_result.schema.json")  # the same contract for other tools
 
 
 def finite(obj):
