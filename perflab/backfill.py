@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 
@@ -17,6 +16,7 @@ from sqlalchemy.engine import Engine
 from tqdm.auto import tqdm
 
 from perflab.api.client import PolygonClient
+from perflab.api.dispatch import Dispatch
 from perflab.api.errors import AuthError
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
@@ -96,8 +96,12 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
 
 
 def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixes: FixSet | None = None, *,
-                 label: str = "baseline", params: dict | None = None, progress: bool = False) -> RunResult:
-    """Backfill every job of ``workload`` with the given fixes and return the measured result."""
+                 label: str = "baseline", params: dict | None = None, progress: bool = False,
+                 time_scale: float = 1.0) -> RunResult:
+    """Backfill every job of ``workload`` with the given fixes and return the measured result.
+
+    ``time_scale`` is the API's latency scale (the simulator's); the dispatch staggers scale with it.
+    """
     fixes = fixes or FixSet()
     settings = fixes.settings()
     apply_schema(engine)
@@ -113,11 +117,7 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
         return record
 
     try:
-        if settings.api_workers > 1:
-            with ThreadPoolExecutor(settings.api_workers) as pool:
-                records = list(pool.map(one, jobs))
-        else:
-            records = [one(job) for job in jobs]
+        records = Dispatch.from_settings(settings, time_scale).run(jobs, one)
     finally:
         bar.close()
     wall = time.perf_counter() - timer.origin

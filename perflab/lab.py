@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.client import PolygonClient, client_for
 from perflab.backfill import Workload, run_backfill
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
@@ -43,9 +43,9 @@ class Lab:
         return Workload.from_preset(self.preset)
 
     def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient:
-        """A client for this lab's API; with ``api.backoff`` on, it retries with backoff."""
-        retry = RetryPolicy() if fixes is not None and fixes.settings().backoff else None
-        return PolygonClient(self.base_url, retry=retry, **kw)
+        """A client for this lab's API, with backoff and pacing (toward the preset's rate limit) as the fixes say."""
+        settings = (fixes or FixSet()).settings()
+        return client_for(settings, self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s, **kw)
 
     def server_stats(self) -> dict:
         return fetch_stats(self.base_url)
@@ -61,7 +61,8 @@ class Lab:
         client = self.client(fixset)
         try:
             result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
-                                  params={"preset": self.preset.name}, progress=progress)
+                                  params={"preset": self.preset.name}, progress=progress,
+                                  time_scale=self.preset.time_scale)
         finally:
             client.close()
         after = self.server_stats()
