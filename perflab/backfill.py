@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
@@ -18,6 +17,7 @@ from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from perflab.api.client import PolygonClient
+from perflab.api.dispatch import Dispatch
 from perflab.api.errors import AuthError
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
@@ -111,10 +111,11 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
 
 def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixes: FixSet | None = None, *,
                  label: str = "baseline", params: dict | None = None, progress: bool = False,
-                 instrument: bool = True) -> RunResult:
+                 instrument: bool = True, time_scale: float = 1.0) -> RunResult:
     """Backfill every job of ``workload`` with the given fixes and return the measured result.
 
     ``instrument=False`` switches stage timing and resource sampling off (to measure their cost).
+    ``time_scale`` is the API's latency scale (the simulator's); the dispatch staggers scale with it.
     """
     fixes = fixes or FixSet()
     settings = fixes.settings()
@@ -132,11 +133,7 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
 
     sampler = ResourceSampler(engine if instrument else None, enabled=instrument).start()
     try:
-        if settings.api_workers > 1:
-            with ThreadPoolExecutor(settings.api_workers) as pool:
-                records = list(pool.map(one, jobs))
-        else:
-            records = [one(job) for job in jobs]
+        records = Dispatch.from_settings(settings, time_scale).run(jobs, one)
     finally:
         bar.close()
         sampler.stop()

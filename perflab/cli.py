@@ -44,7 +44,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from perflab.api.breaker import guard
-    from perflab.api.client import PolygonClient, RetryPolicy
+    from perflab.api.client import client_for
     from perflab.backfill import Workload, run_backfill
     from perflab.db.engine import get_engine
     from perflab.db.migrate import apply_schema, reset_data
@@ -66,13 +66,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if args.simulator:
             base_url = stack.enter_context(start_simulator(SimulatorConfig.for_preset(preset))).url
         settings = fixes.settings()
-        client = guard(PolygonClient(base_url, retry=RetryPolicy() if settings.backoff else None), settings.breaker)
+        client = guard(client_for(settings, base_url, rate_limit_per_s=preset.rate_limit_per_s), settings.breaker)
         engine = get_engine()
         if args.fresh:
             apply_schema(engine)
             reset_data(engine)
         result = run_backfill(workload, client, engine, fixes, label=args.label or fixes.spec,
-                              params={"preset": preset.name}, progress=sys.stderr.isatty())
+                              params={"preset": preset.name}, progress=sys.stderr.isatty(),
+                              time_scale=preset.time_scale)
         store_run(engine, result)
     print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))

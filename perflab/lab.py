@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from perflab.api.breaker import GuardedClient, guard
-from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.client import PolygonClient, client_for
 from perflab.backfill import Workload, run_backfill
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
@@ -49,10 +49,11 @@ class Lab:
         return Workload.from_preset(self.preset)
 
     def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient | GuardedClient:
-        """A client for this lab's API; with ``api.backoff`` on, it retries with backoff; ``api.breaker`` guards it."""
-        settings = fixes.settings() if fixes is not None else None
-        retry = RetryPolicy() if settings is not None and settings.backoff else None
-        return guard(PolygonClient(self.base_url, retry=retry, **kw), settings is not None and settings.breaker)
+        """A client for this lab's API: backoff and pacing (toward the preset's rate limit) as the fixes say,
+        guarded by the circuit breaker when ``api.breaker`` is on."""
+        settings = (fixes or FixSet()).settings()
+        client = client_for(settings, self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s, **kw)
+        return guard(client, settings.breaker)
 
     def server_stats(self) -> dict:
         return fetch_stats(self.base_url)
@@ -74,7 +75,8 @@ class Lab:
         client = self.client(fixset)
         try:
             result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
-                                  params={"preset": self.preset.name}, progress=progress, instrument=instrument)
+                                  params={"preset": self.preset.name}, progress=progress, instrument=instrument,
+                                  time_scale=self.preset.time_scale)
         finally:
             client.close()
         after = self.server_stats()

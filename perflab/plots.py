@@ -31,8 +31,9 @@ def breakdown_bar(result: RunResult, title: str | None = None) -> Figure:
     return fig
 
 
-def stacked_breakdown(sets: list[RunSet], title: str = "Where the time goes") -> Figure:
+def stacked_breakdown(runs: list[RunSet | RunResult], title: str = "Where the time goes") -> Figure:
     """One stacked bar of median busy seconds per stage for each run set; whiskers span the wall-time spread."""
+    sets = [r if isinstance(r, RunSet) else RunSet(r.label, [r]) for r in runs]
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(sets) + 1.6))
     labels = [s.label for s in sets]
     left = [0.0] * len(sets)

@@ -58,8 +58,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "standard", SYMBOLS_25, TIMEFRAMES_5, date(2024, 3, 4), date(2024, 3, 4),
-            time_scale=0.01, repeats=3,
-            description="the plan's 25 x 5 jobs over 1 trading day, latency scaled 1/100",
+            time_scale=0.01, rate_limit_per_s=100.0, repeats=3,
+            description="the plan's 25 x 5 jobs over 1 trading day, latency scaled 1/100, 100 requests/s limit (a paid plan)",
         ),
         Preset(
             "plan", SYMBOLS_25, TIMEFRAMES_5, date(2024, 3, 4), date(2024, 3, 29),

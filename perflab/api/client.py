@@ -7,8 +7,8 @@ Retrying (``backoff``) is a switchable policy so the baseline and the fix run th
 
 from __future__ import annotations
 
+import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,7 +19,9 @@ import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from perflab.api import errors
+from perflab.api.ratelimit import AdaptivePacer
 from perflab.errors import ConfigError
+from perflab.fixes import PipelineSettings
 from perflab.redact import redact, register_secret
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
@@ -45,7 +47,7 @@ class ClientStats:
     bytes_received: int = 0
     latencies: list[float] = field(default_factory=list)
 
-    def merge(self, other: "ClientStats") -> None:
+    def merge(self, other: ClientStats) -> None:
         self.requests += other.requests
         self.retries += other.retries
         self.rate_limited += other.rate_limited
@@ -56,11 +58,23 @@ class ClientStats:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for retryable errors: exponential with jitter, bounded attempts, honours Retry-After."""
+    """Backoff for retryable errors: exponential with jitter, bounded attempts, honours Retry-After.
+
+    Auth and bad-request errors are never retried (they are not ``retryable``); a server's Retry-After
+    hint is obeyed up to ``max_retry_after_s`` so one hostile header cannot stall a run.
+    """
 
     attempts: int = 6
     initial_s: float = 0.05
     max_s: float = 5.0
+    jitter_s: float = 0.05
+    max_retry_after_s: float = 60.0
+
+    def wait_s(self, state) -> float:
+        """Seconds before the next attempt: the larger of the backoff and the server's hint."""
+        hint = getattr(state.outcome.exception(), "retry_after", None) or 0.0
+        backoff = wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.jitter_s)(state)
+        return max(backoff, min(hint, self.max_retry_after_s))
 
 
 @dataclass
@@ -91,10 +105,10 @@ def bars_frame(results: list[dict]) -> pd.DataFrame:
 
 
 class PolygonClient:
-    """Fetch aggregate bars. Thread-safe: workers may share one client and its connection pool."""
+    """Fetch aggregate bars. Thread-safe: workers may share one client, its connection pool and its pacer."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None, pool_size: int = 10):
+                 retry: RetryPolicy | None = None, pacer: AdaptivePacer | None = None, pool_size: int = 32):
         self.base_url = (base_url or os.environ.get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("POLYGON_API_KEY")
         if not key:
@@ -105,12 +119,12 @@ class PolygonClient:
         self._key = key
         self.timeout = timeout
         self.retry = retry
+        self.pacer = pacer
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["Authorization"] = f"Bearer {key}"
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PolygonClient(base_url={self.base_url!r})"
@@ -122,77 +136,120 @@ class PolygonClient:
         parts = urlsplit(path_and_query)
         return f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
-    def _get_page(self, url: str, params: dict | None, stats: ClientStats) -> dict:
-        """One HTTP GET, mapped to a body or a typed error."""
+    def _download(self, url: str, params: dict | None, stats: ClientStats) -> tuple[requests.Response, bytes]:
+        """One HTTP GET read to the end within ``timeout`` seconds in total (a trickling body times out too)."""
         started = time.perf_counter()
+        deadline = started + self.timeout
         stats.requests += 1
         try:
-            resp = self.session.get(url, params=params, timeout=self.timeout)
+            resp = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+            chunks = []
+            for chunk in resp.iter_content(1 << 16):
+                chunks.append(chunk)
+                if time.perf_counter() > deadline:
+                    resp.close()
+                    raise requests.Timeout
         except requests.Timeout:
             stats.timeouts += 1
-            raise errors.TimeoutError(f"no answer from {redact(url)} within {self.timeout}s") from None
-        except requests.ConnectionError as exc:
+            raise errors.TimeoutError(f"no complete answer from {redact(url)} within {self.timeout}s") from None
+        except requests.RequestException as exc:
             raise errors.ConnectionError(f"connection to {redact(url)} failed: {redact(exc)}") from None
         finally:
             stats.latencies.append(time.perf_counter() - started)
-        stats.bytes_received += len(resp.content)
-        _raise_for_status(resp, stats)
+        data = b"".join(chunks)
+        stats.bytes_received += len(data)
+        return resp, data
+
+    def _get_page(self, url: str, params: dict | None, stats: ClientStats) -> dict:
+        """One paced HTTP GET, mapped to a body or a typed error."""
+        if self.pacer is not None:
+            self.pacer.acquire()
+        resp, data = self._download(url, params, stats)
         try:
-            body = resp.json()
-        except ValueError:
-            raise errors.MalformedResponseError(
-                f"response from {redact(resp.url)} is not JSON", status=resp.status_code, body=resp.text[:500]) from None
-        if not isinstance(body, dict) or body.get("status") not in ("OK", "DELAYED"):
-            raise errors.MalformedResponseError(
-                f"response from {redact(resp.url)} is not an aggregates body", status=resp.status_code,
-                body=resp.text[:500])
-        return body
+            _raise_for_status(resp, data, stats)
+        except errors.RateLimitError as exc:
+            if self.pacer is not None:
+                self.pacer.on_rate_limited(exc.retry_after)
+            raise
+        if self.pacer is not None:
+            self.pacer.on_success()
+        return _aggregates_body(resp, data)
 
     def _call(self, url: str, params: dict | None, stats: ClientStats) -> dict:
         if self.retry is None:
             return self._get_page(url, params, stats)
-        policy = self.retry
-
-        def wait(state) -> float:
-            exc = state.outcome.exception()
-            hint = getattr(exc, "retry_after", None)
-            backoff = wait_exponential_jitter(initial=policy.initial_s, max=policy.max_s)(state)
-            return max(backoff, hint or 0.0)
 
         def count_retry(state) -> None:
             stats.retries += 1
 
         retrying = Retrying(
-            stop=stop_after_attempt(policy.attempts), wait=wait, reraise=True, before_sleep=count_retry,
+            stop=stop_after_attempt(self.retry.attempts), wait=self.retry.wait_s, reraise=True,
+            before_sleep=count_retry,
             retry=retry_if_exception(lambda e: isinstance(e, errors.PolygonError) and e.retryable),
         )
         return retrying(self._get_page, url, params, stats)
 
     def get_aggregates(self, ticker: str, multiplier: int, timespan: str, start: date | str, end: date | str, *,
                        limit: int = 5000, adjusted: bool = True, sort: str = "asc") -> FetchResult:
-        """All bars for the range, following ``next_url`` until the last page."""
+        """All bars for the range, following ``next_url`` until the last page; duplicates removed.
+
+        A failure raises the typed error with ``stats`` attached, so what the failed job cost is not lost.
+        """
         stats = ClientStats()
         url = self._url(f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}")
         params: dict | None = {"adjusted": str(adjusted).lower(), "sort": sort, "limit": limit}
         results: list[dict] = []
-        while True:
-            body = self._call(url, params, stats)
-            results.extend(body.get("results") or [])
-            next_url = body.get("next_url")
-            if not next_url:
-                break
-            url, params = self._url(next_url), None
+        try:
+            while True:
+                body = self._call(url, params, stats)
+                results.extend(body.get("results") or [])
+                next_url = body.get("next_url")
+                if not next_url:
+                    break
+                url, params = self._url(next_url), None
+        except errors.PolygonError as exc:
+            exc.stats = stats
+            raise
         return FetchResult(bars_frame(results), stats)
 
 
-def _raise_for_status(resp: requests.Response, stats: ClientStats) -> None:
+def _aggregates_body(resp: requests.Response, data: bytes) -> dict:
+    """The JSON body of a 200; a body that is not the documented shape is a retryable malformed response.
+
+    Missing or null ``results`` mean no bars, unless the counts say bars were there (then the page is broken).
+    """
+    where = redact(urlsplit(resp.url).path)
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise errors.MalformedResponseError(f"response from {where} is not JSON", status=resp.status_code,
+                                            body=data[:500].decode(errors="replace")) from None
+    if not isinstance(body, dict) or body.get("status") not in ("OK", "DELAYED"):
+        raise errors.MalformedResponseError(f"response from {where} is not an aggregates body",
+                                            status=resp.status_code, body=data[:500].decode(errors="replace"))
+    if not body.get("results") and (body.get("resultsCount") or 0) > 0:
+        raise errors.MalformedResponseError(
+            f"response from {where} claims {body['resultsCount']} bars but has no results", status=resp.status_code,
+            body=data[:500].decode(errors="replace"))
+    return body
+
+
+def client_for(settings: PipelineSettings, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
+               **kw) -> PolygonClient:
+    """The client the settings ask for: backoff policy and pacing (toward ``rate_limit_per_s``) switched on or off."""
+    return PolygonClient(base_url, retry=RetryPolicy() if settings.backoff else None,
+                         pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, **kw)
+
+
+def _raise_for_status(resp: requests.Response, data: bytes, stats: ClientStats) -> None:
     if resp.status_code < 400:
         return
-    text = resp.text[:500]
+    text = data[:500].decode(errors="replace")
     try:
-        body = resp.json()
+        body = json.loads(data)
     except ValueError:
         body = {}
+    body = body if isinstance(body, dict) else {}
     detail = body.get("error") or body.get("message") or resp.reason
     kw = {"status": resp.status_code, "body": text, "request_id": body.get("request_id")}
     where = redact(urlsplit(resp.url).path)
@@ -201,9 +258,8 @@ def _raise_for_status(resp: requests.Response, stats: ClientStats) -> None:
         raise errors.AuthError(f"{status} from Polygon: {detail} (check POLYGON_API_KEY)", **kw)
     if status == 429:
         stats.rate_limited += 1
-        retry_after = resp.headers.get("Retry-After")
         raise errors.RateLimitError(f"429 rate limited on {where}: {detail}",
-                                    retry_after=float(retry_after) if retry_after else None, **kw)
+                                    retry_after=_seconds(resp.headers.get("Retry-After")), **kw)
     if status == 400:
         raise errors.BadRequestError(f"400 bad request on {where}: {detail}", **kw)
     if status == 404:
@@ -213,4 +269,12 @@ def _raise_for_status(resp: requests.Response, stats: ClientStats) -> None:
     raise errors.PolygonError(f"{status} on {where}: {detail}", **kw)
 
 
-__all__ = ["PolygonClient", "FetchResult", "ClientStats", "RetryPolicy", "bars_frame", "empty_bars"]
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After header in seconds (delta-seconds, fractional allowed); an HTTP date or junk is ignored."""
+    try:
+        return max(0.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None
+
+
+__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "client_for", "empty_bars"]

@@ -18,9 +18,13 @@ from perflab.redact import redact
 
 
 class PolygonError(PerflabError):
-    """Base of every client error; ``status`` and ``body`` come from the response when there was one."""
+    """Base of every client error; ``status`` and ``body`` come from the response when there was one.
+
+    ``stats`` is set by ``get_aggregates`` to what the failed fetch cost (requests, retries, 429s).
+    """
 
     retryable = False
+    stats = None
 
     def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
                  request_id: str | None = None):
@@ -58,13 +62,13 @@ class ServerError(PolygonError):
     retryable = True
 
 
-class TimeoutError(PolygonError):  # noqa: A001 - deliberately the client's own timeout type
+class TimeoutError(PolygonError):
     """No complete answer within the client's timeout."""
 
     retryable = True
 
 
-class ConnectionError(PolygonError):  # noqa: A001 - deliberately the client's own connection type
+class ConnectionError(PolygonError):
     """The connection could not be made or was reset mid-answer."""
 
     retryable = True

@@ -31,7 +31,7 @@ class BarArrays:
     t: np.ndarray
     o: np.ndarray
     h: np.ndarray
-    l: np.ndarray  # noqa: E741 - Polygon's field name
+    l: np.ndarray
     c: np.ndarray
     v: np.ndarray
     vw: np.ndarray
@@ -40,11 +40,11 @@ class BarArrays:
     def __len__(self) -> int:
         return len(self.t)
 
-    def take(self, idx) -> "BarArrays":
+    def take(self, idx) -> BarArrays:
         return BarArrays(*(getattr(self, f)[idx] for f in FIELDS))
 
     @staticmethod
-    def concat(parts: list["BarArrays"]) -> "BarArrays":
+    def concat(parts: list[BarArrays]) -> BarArrays:
         if not parts:
             return EMPTY
         return BarArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
@@ -90,7 +90,7 @@ def minute_bars(seed: int, ticker: str, day: date) -> BarArrays:
     open_ms = int(datetime.combine(day, SESSION_OPEN, NY).timestamp() * 1000)
     t = open_ms + minute.astype(np.int64) * 60_000
     keep = trades > 0
-    r = lambda a: np.round(a[keep], 4)  # noqa: E731
+    r = lambda a: np.round(a[keep], 4)
     return BarArrays(
         t[keep], r(open_), r(high), r(low), r(close), volume[keep].astype(float), r(vwap), trades[keep]
     )
@@ -135,3 +135,31 @@ def bars_between(seed: int, ticker: str, multiplier: int, timespan: str, start: 
     """All bars whose window starts on a New York day from ``start`` to ``end`` inclusive."""
     days = [start + timedelta(d) for d in range((end - start).days + 1)]
     return BarArrays.concat([day_bars(seed, ticker, multiplier, timespan, d) for d in days])
+
+
+CALENDAR_SPANS = ("day", "week", "month", "quarter", "year")
+_MONTHS_PER = {"month": 1, "quarter": 3, "year": 12}
+_SUNDAY = date(2023, 1, 1).toordinal()  # a Sunday: week buckets start on Sundays, as Polygon's do
+
+
+def period_start(day: date, timespan: str, multiplier: int) -> date:
+    """The first calendar day of the ``multiplier`` x ``timespan`` bucket that holds ``day``."""
+    if timespan == "day":
+        return date.fromordinal(day.toordinal() // multiplier * multiplier)
+    if timespan == "week":
+        weeks = (day.toordinal() - _SUNDAY) // 7 // multiplier * multiplier
+        return date.fromordinal(_SUNDAY + 7 * weeks)
+    width = _MONTHS_PER[timespan] * multiplier
+    month = (day.year * 12 + day.month - 1) // width * width
+    return date(month // 12, month % 12 + 1, 1)
+
+
+def calendar_bars(seed: int, ticker: str, multiplier: int, timespan: str, start_ms: int, end_ms: int) -> BarArrays:
+    """Day/week/month/quarter/year bars folded from the daily bars whose day starts in [start_ms, end_ms]."""
+    first = datetime.fromtimestamp(start_ms / 1000, NY).date()
+    last = datetime.fromtimestamp(end_ms / 1000, NY).date()
+    daily = bars_between(seed, ticker, 1, "day", first, last)
+    daily = daily.take((daily.t >= start_ms) & (daily.t <= end_ms))
+    days = [datetime.fromtimestamp(t / 1000, NY).date() for t in daily.t.tolist()]
+    keys = np.array([ny_midnight_ms(period_start(d, timespan, multiplier)) for d in days], np.int64)
+    return _aggregate(daily, keys)

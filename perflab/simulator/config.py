@@ -12,7 +12,12 @@ from perflab.presets import SYMBOLS_25, Preset
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """Everything that shapes the simulator's answers; the same config gives the same bars and delays."""
+    """Everything that shapes the simulator's answers; the same config gives the same bars and delays.
+
+    ``rate_limit_per_s`` is per API key in wall seconds (not scaled by ``time_scale``); the bucket holds
+    ``rate_limit_burst`` tokens (default a tenth of a second's worth, at least 1). ``faults``: see
+    :mod:`perflab.simulator.faults`.
+    """
 
     seed: int = 42
     latency_s: tuple[float, float] = (2.0, 4.0)
@@ -25,7 +30,7 @@ class SimulatorConfig:
     faults: dict = field(default_factory=dict)
 
     @classmethod
-    def for_preset(cls, preset: Preset, **overrides) -> "SimulatorConfig":
+    def for_preset(cls, preset: Preset, **overrides) -> SimulatorConfig:
         base = cls(latency_s=preset.latency_s, time_scale=preset.time_scale, rate_limit_per_s=preset.rate_limit_per_s)
         return cls(**{**asdict(base), **overrides})
 
@@ -33,7 +38,7 @@ class SimulatorConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "SimulatorConfig":
+    def from_json(cls, text: str) -> SimulatorConfig:
         d = json.loads(text)
         d["latency_s"] = tuple(d["latency_s"])
         if d.get("tickers") is not None:

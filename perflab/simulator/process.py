@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Self
 
 import requests
 
@@ -46,7 +47,7 @@ class SimulatorProcess:
         if self.process.stdout:
             self.process.stdout.close()
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

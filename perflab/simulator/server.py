@@ -1,8 +1,10 @@
 """A Polygon-compatible aggregates server, meant to run in its own process (``perflab serve``).
 
 Serves ``GET /v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}`` with the body of
-the official OpenAPI schema, ``next_url`` pagination, Bearer or ``apiKey`` auth, a seeded latency per
-request, and ``GET /_stats`` with the server's own counters.
+the official OpenAPI schema, ``next_url`` pagination, Bearer or ``apiKey`` auth, a per-key token-bucket
+rate limit (429 + ``Retry-After``), a seeded latency per request and seeded fault injection
+(:mod:`perflab.simulator.faults`). ``GET /_stats`` reports the server's own counters; ``POST /_faults``
+replaces the faults in force (``GET /_faults`` shows them), so a test can trip the API and heal it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import date, datetime
@@ -24,13 +28,19 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 
-from perflab.simulator.bars import NY, BarArrays, bars_between
+from perflab.api.ratelimit import TokenBucket
+from perflab.errors import InputError
+from perflab.simulator.bars import CALENDAR_SPANS, NY, BarArrays, bars_between, calendar_bars
 from perflab.simulator.config import SimulatorConfig
+from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, validate_faults
 from perflab.timeframes import TIMESPANS
 
 AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)/(?P<frm>[^/]+)/(?P<to>[^/]+)$")
-BASE_MINUTES = {"second": 1, "minute": 1, "hour": 60, "day": 1, "week": 5}
+# How many base bars one bar of each timespan stands for (``limit`` counts base bars, as Polygon's does).
+BASE_BARS = {"second": 1, "minute": 1, "hour": 60, "day": 1, "week": 5, "month": 21, "quarter": 63, "year": 252}
 CONFIG_ENV = "PERFLAB_SIM_CONFIG"
+RATE_LIMIT_MESSAGE = ("You've exceeded the maximum requests per minute, please wait or upgrade your "
+                      "subscription to continue. https://polygon.io/pricing")
 
 
 class BadRequest(Exception):
@@ -56,12 +66,16 @@ def _bool(value: str | None, default: bool) -> bool:
 
 
 class Simulator:
-    """The server's state: config, latency draws and counters. Thread-safe."""
+    """The server's state: config, latency and fault draws, rate-limit buckets and counters. Thread-safe."""
 
     def __init__(self, config: SimulatorConfig):
         self.config = config
         self._rng = random.Random(config.seed)
+        self._fault_rng = random.Random(config.seed + 1)
         self._lock = threading.Lock()
+        self._buckets: dict[str, TokenBucket] = {}
+        self.faults = FaultPlan(validate_faults(config.faults))
+        self.started = time.monotonic()
         self.stats: Counter = Counter()
 
     def latency(self) -> float:
@@ -73,10 +87,46 @@ class Simulator:
         with self._lock:
             self.stats[key] += n
 
-    def authorized(self, headers, query: dict) -> bool:
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self.stats, "uptime_s": round(time.monotonic() - self.started, 3)}
+
+    def set_faults(self, faults: object) -> dict:
+        plan = FaultPlan(validate_faults(faults))
+        with self._lock:
+            self.faults = plan
+        return plan.faults
+
+    def api_key(self, headers, query: dict) -> str | None:
+        """The key the request presented, if it is the accepted one."""
         auth = headers.get("Authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else (query.get("apiKey") or [""])[0]
-        return bool(key) and key == self.config.api_key
+        return key if key and key == self.config.api_key else None
+
+    def rate_limit_wait(self, key: str) -> float:
+        """0.0 when ``key`` may be served now, else seconds until its bucket has a token."""
+        if not self.config.rate_limit_per_s:
+            return 0.0
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                rate = self.config.rate_limit_per_s
+                bucket = self._buckets[key] = TokenBucket(rate, self.config.rate_limit_burst or max(1.0, rate / 10))
+        return bucket.try_take()
+
+    def in_outage(self) -> bool:
+        return self.faults.in_outage(time.monotonic() - self.started)
+
+    def draw_fault(self, kinds: tuple[str, ...]) -> str | None:
+        with self._lock:
+            fault = self.faults.draw(self._fault_rng, kinds)
+            if fault:
+                self.stats[f"fault_{fault}"] += 1
+            return fault
+
+    def pick(self, options: tuple):
+        with self._lock:
+            return self._fault_rng.choice(options)
 
     def aggregates(self, host: str, m: re.Match, query: dict) -> dict:
         """The 200 body for one page, or raise :class:`BadRequest`."""
@@ -86,8 +136,6 @@ class Simulator:
         if not m["mult"].isdigit() or int(m["mult"]) < 1:
             raise BadRequest("The multiplier must be a positive integer.")
         mult = int(m["mult"])
-        if span not in BASE_MINUTES or (span in ("day", "week") and mult != 1):
-            raise BadRequest(f"This simulator does not serve {mult}/{span} aggregates.")
         frm_ms, frm_day = _parse_bound(m["frm"], "from", end=False)
         to_ms, to_day = _parse_bound(m["to"], "to", end=True)
         if frm_ms > to_ms:
@@ -106,18 +154,21 @@ class Simulator:
         known = self.config.tickers is None or ticker in self.config.tickers
         if not known:
             return body
-        bars = bars_between(self.config.seed, ticker, mult, span, frm_day, to_day)
-        bars = bars.take((bars.t >= frm_ms) & (bars.t <= to_ms))
+        if span in CALENDAR_SPANS:
+            bars = calendar_bars(self.config.seed, ticker, mult, span, frm_ms, to_ms)
+        else:
+            bars = bars_between(self.config.seed, ticker, mult, span, frm_day, to_day)
+            bars = bars.take((bars.t >= frm_ms) & (bars.t <= to_ms))
         if sort == "desc":
             bars = bars.take(slice(None, None, -1))
-        per_page = max(1, limit // (BASE_MINUTES[span] * mult))
+        per_page = max(1, limit // (BASE_BARS[span] * mult))
         page = bars.take(slice(0, per_page))
         body["queryCount"] = body["resultsCount"] = len(page)
         if len(page):
             body["results"] = _results(page)
         if len(bars) > per_page:
-            nxt = int(bars.t[per_page])
-            frm, to = (nxt, m["to"]) if sort == "asc" else (m["frm"], nxt)
+            # asc: the next page starts at the next bar; desc: it ends just before the last bar sent
+            frm, to = (int(bars.t[per_page]), m["to"]) if sort == "asc" else (m["frm"], int(page.t[-1]) - 1)
             cursor = base64.urlsafe_b64encode(json.dumps({"adjusted": adjusted, "sort": sort, "limit": limit}).encode())
             body["next_url"] = (f"http://{host}/v2/aggs/ticker/{ticker}/range/{mult}/{span}/{frm}/{to}?"
                                 + urlencode({"cursor": cursor.decode()}))
@@ -143,54 +194,148 @@ def _query_from_cursor(query: dict) -> dict:
         k: v for k, v in query.items() if k != "cursor"}}
 
 
+def _spoil(body: dict, fault: str, pick) -> bytes:
+    """The bytes of a 200 body damaged by ``fault`` (a slow body is sent intact, only slowly)."""
+    if fault == "null_results":
+        body = {**body, "results": None}
+    elif fault == "duplicate" and body.get("results"):
+        results = body["results"]
+        k = max(1, len(results) // 10)
+        start = pick(range(len(results)))
+        results = results[:start + k] + results[start:start + k] + results[start + k:]
+        body = {**body, "results": results, "resultsCount": len(results), "queryCount": len(results)}
+    data = json.dumps(body).encode()
+    if fault == "malformed":
+        data = data[: max(1, len(data) // 2)]
+    return data
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "perflab-simulator"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle + delayed ACK would add ~40 ms
     sim: Simulator
 
-    def log_message(self, format, *args):  # noqa: A002 - keep request lines (and keys) out of stderr
+    def log_message(self, format, *args):
         return
 
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+    def _send_bytes(self, status: int, data: bytes, headers: dict | None = None, trickle_s: float = 0.0) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if trickle_s > 0:
+            chunks = [data[i:i + max(1, len(data) // 10)] for i in range(0, len(data), max(1, len(data) // 10))]
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(trickle_s / len(chunks))
+        else:
+            self.wfile.write(data)
         self.sim.count(f"status_{status}")
         self.sim.count("bytes_sent", len(data))
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+        self._send_bytes(status, json.dumps(body).encode(), headers)
+
+    def _error(self, status: int, message: str, headers: dict | None = None) -> None:
+        self._send(status, {"status": "ERROR", "request_id": uuid.uuid4().hex, "error": message}, headers)
+
+    def _rate_limited(self, wait_s: float) -> None:
+        headers = {"Retry-After": f"{wait_s:.3f}"} if self.sim.config.retry_after else None
+        self._error(429, RATE_LIMIT_MESSAGE, headers)
+
+    def _reset(self) -> None:
+        """Close the connection without answering (the client sees a reset / remote disconnect)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def do_POST(self):
+        if urlsplit(self.path).path != "/_faults":
+            self._send(404, {"status": "NOT_FOUND", "request_id": uuid.uuid4().hex, "message": "Not found."})
+            return
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            faults = self.sim.set_faults(json.loads(raw or b"{}"))
+        except (ValueError, InputError) as exc:
+            self._error(400, str(exc))
+            return
+        self._send(200, {"status": "OK", "faults": faults})
+
+    def do_GET(self):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         if parts.path == "/_stats":
-            self._send(200, dict(self.sim.stats))
+            self._send(200, self.sim.snapshot())
+            return
+        if parts.path == "/_faults":
+            self._send(200, {"status": "OK", "faults": self.sim.faults.faults})
             return
         self.sim.count("requests")
-        rid = uuid.uuid4().hex
         m = AGGS_PATH.match(parts.path)
         if not m:
-            self._send(404, {"status": "NOT_FOUND", "request_id": rid, "message": "Not found."})
+            self._send(404, {"status": "NOT_FOUND", "request_id": uuid.uuid4().hex, "message": "Not found."})
             return
-        if not self.sim.authorized(self.headers, query):
-            self._send(401, {"status": "NOT_AUTHORIZED", "request_id": rid,
+        key = self.sim.api_key(self.headers, query)
+        if key is None:
+            self._send(401, {"status": "NOT_AUTHORIZED", "request_id": uuid.uuid4().hex,
                              "message": "Unknown API Key. Please provide a valid API key."})
             return
-        threading.Event().wait(self.sim.latency())
-        try:
-            body = self.sim.aggregates(self.headers.get("Host", "127.0.0.1"), m, _query_from_cursor(query))
-        except BadRequest as exc:
-            self._send(400, {"status": "ERROR", "request_id": rid, "error": str(exc)})
+        self._serve_aggregates(key, m, query)
+
+    def _serve_aggregates(self, key: str, m: re.Match, query: dict) -> None:
+        sim = self.sim
+        if sim.in_outage():
+            sim.count("fault_outage")
+            self._error(503, "Service Unavailable")
             return
-        self._send(200, body)
+        wait = sim.rate_limit_wait(key)
+        if wait > 0:
+            sim.count("rate_limited")
+            self._rate_limited(wait)
+            return
+        fault = sim.draw_fault(ERROR_FAULTS)
+        if fault == "burst_429":
+            self._rate_limited(1.0 / sim.config.rate_limit_per_s if sim.config.rate_limit_per_s else 0.05)
+            return
+        time.sleep(sim.latency())
+        if fault == "server_error":
+            self._error(sim.pick((500, 502, 503)), "Internal server error")
+            return
+        if fault == "gateway_timeout":
+            time.sleep(sim.faults.delay("gateway_timeout_s"))
+            self._error(504, "Gateway Timeout")
+            return
+        if fault == "reset":
+            self._reset()
+            return
+        try:
+            body = sim.aggregates(self.headers.get("Host", "127.0.0.1"), m, _query_from_cursor(query))
+        except BadRequest as exc:
+            self._error(400, str(exc))
+            return
+        spoil = sim.draw_fault(BODY_FAULTS)
+        if spoil is None:
+            self._send(200, body)
+            return
+        self._send_bytes(200, _spoil(body, spoil, sim.pick), trickle_s=sim.faults.delay("slow_body_s") if spoil == "slow_body" else 0.0)
 
 
-def make_server(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+class SimulatorServer(ThreadingHTTPServer):
+    """One thread per connection (keep-alive friendly) and a deep accept queue for many concurrent clients."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def make_server(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
     handler = type("BoundHandler", (Handler,), {"sim": Simulator(config)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return SimulatorServer((host, port), handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,131 @@
+"""Path A (API) study for notebook 03: the plan's fixes one step at a time, each measured on the same workload.
+
+Every step fetches the lab's workload through the same client and dispatch code as the backfill (API
+stage only, :mod:`perflab.api.bulk`), ``repeats`` times; tables report medians with the min-max spread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from perflab.api.bulk import FetchRun, fetch_jobs
+from perflab.api.client import client_for
+from perflab.api.dispatch import Dispatch
+from perflab.fixes import FixSet
+from perflab.lab import Lab
+from perflab.measure.results import RunResult
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cumulative step of the study: its label, the fixes on, and what the plan expected of it."""
+
+    label: str
+    fixes: str
+    plan_expects: str
+
+
+STEPS = (
+    Step("baseline", "none", "API 312.1 s (64%) of 487.2 s"),
+    Step("1 backoff", "api.backoff", "429s become retries: ~70% fewer failures"),
+    Step("1+2 batch", "api.backoff,api.batch", "+15-20% throughput"),
+    Step("1+2+3 parallel", "api.backoff,api.batch,api.parallel", "+40-50% throughput; API 312 -> 187 s (-40%)"),
+    Step("+ pacing", "api.backoff,api.batch,api.parallel,api.pacing", "(beyond the plan) the limit with ~0 429s"),
+    Step("+ big pages", "api.backoff,api.batch,api.parallel,api.pacing,api.big_pages",
+         "(beyond the plan) fewer pages per job"),
+)
+PATH_A_ALL = STEPS[-1].fixes
+
+
+def load_or_run_baseline(lab: Lab) -> RunResult:
+    """The full baseline backfill: ``out_dir/baseline.json`` from notebook 01 when present, else run now."""
+    path = lab.out_dir / "baseline.json"
+    if path.exists():
+        return RunResult.load(path)
+    result = lab.backfill("none", label="baseline", progress=False)
+    lab.save(result, "baseline")
+    return result
+
+
+def fetch_step(lab: Lab, fixes: str, label: str) -> FetchRun:
+    """One API-only run of the lab's workload with ``fixes``; the server's counters for it attached."""
+    settings = FixSet.parse(fixes).settings()
+    client = client_for(settings, lab.base_url, rate_limit_per_s=lab.preset.rate_limit_per_s)
+    wl = lab.workload
+    before = lab.server_stats()
+    try:
+        run = fetch_jobs(client, wl.jobs(), wl.start, wl.end, Dispatch.from_settings(settings, lab.preset.time_scale),
+                         page_limit=settings.page_limit, label=label)
+    finally:
+        client.close()
+    after = lab.server_stats()
+    run.server = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return run
+
+
+def run_steps(lab: Lab, repeats: int = 2) -> pd.DataFrame:
+    """Every step ``repeats`` times, interleaved (so drift hits every step alike); one row per (step, repeat).
+
+    Between runs the server's rate-limit bucket is given time to refill (its default burst is a tenth
+    of a second's worth), so each run starts alike.
+    """
+    settle_s = 0.2 if lab.preset.rate_limit_per_s else 0.0
+    rows = []
+    for rep in range(repeats):
+        for step in STEPS:
+            time.sleep(settle_s)
+            rows.append({"step": step.label, "repeat": rep, **fetch_step(lab, step.fixes, step.label).metrics()})
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median per step (in study order) plus the min-max spread of the API wall seconds."""
+    grouped = runs.drop(columns="repeat").groupby("step", sort=False)
+    table = grouped.median()
+    table["api_wall_spread_s"] = grouped["api_wall_s"].max() - grouped["api_wall_s"].min()
+    return table.loc[[s.label for s in STEPS]]
+
+
+def plan_vs_measured(table: pd.DataFrame) -> pd.DataFrame:
+    """The plan's expectation beside the measured change, each a ratio of medians from this run."""
+    def ratio(col: str, a: str, b: str) -> str:
+        return f"x{table.loc[b, col] / table.loc[a, col]:.2f} ({a} -> {b})"
+
+    labels = [s.label for s in STEPS]
+    measured = [
+        f"{table.loc['baseline', 'api_wall_s']:.2f} s API wall, {table.loc['baseline', 'failed_jobs']:.0f} failed jobs",
+        (f"failed jobs {table.loc['baseline', 'failed_jobs']:.0f} -> {table.loc['1 backoff', 'failed_jobs']:.0f}; "
+         f"429s {table.loc['baseline', 'server_429']:.0f} -> {table.loc['1 backoff', 'server_429']:.0f}"),
+        "requests/s " + ratio("requests_per_s", "1 backoff", "1+2 batch"),
+        "requests/s " + ratio("requests_per_s", "1+2 batch", "1+2+3 parallel")
+        + "; API s " + ratio("api_wall_s", "baseline", "1+2+3 parallel"),
+        f"429s {table.loc['1+2+3 parallel', 'server_429']:.0f} -> {table.loc['+ pacing', 'server_429']:.0f}; "
+        + "requests/s " + ratio("requests_per_s", "1+2+3 parallel", "+ pacing"),
+        "requests " + ratio("requests", "+ pacing", "+ big pages") + "; API s " + ratio("api_wall_s", "+ pacing",
+                                                                                          "+ big pages"),
+    ]
+    return pd.DataFrame({"plan expects": [s.plan_expects for s in STEPS], "measured": measured}, index=labels)
+
+
+def steps_figure(table: pd.DataFrame, title: str = "Path A, step by step") -> Figure:
+    """Four panels per step: API wall seconds, requests/s, 429s (server's count), p50/p95 latency."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), sharey=True)
+    labels = list(table.index)
+    panels = [("api_wall_s", "API wall seconds"), ("requests_per_s", "requests / s"),
+              ("server_429", "429 responses (server)")]
+    for ax, (col, name) in zip(axes, panels):
+        ax.barh(labels, table[col], color="#4C72B0")
+        ax.set_title(name)
+    axes[3].barh(labels, table["latency_p95_ms"], color="#DD8452", label="p95")
+    axes[3].barh(labels, table["latency_p50_ms"], color="#4C72B0", label="p50")
+    axes[3].set_title("request latency (ms)")
+    axes[3].legend(loc="lower right")
+    axes[0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
