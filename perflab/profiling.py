@@ -49,18 +49,19 @@ def _where(filename: str, lineno: int) -> str:
     return f"{'/'.join(parts)}:{lineno}"
 
 
-def calls_frame(stats: pstats.Stats, top: int = 20, sort: str = "cumtime") -> pd.DataFrame:
-    """The ``top`` functions of a cProfile run by ``sort`` (cumtime or tottime), one row each."""
+def calls_frame(stats: pstats.Stats, top: int | None = 20, sort: str = "cumtime") -> pd.DataFrame:
+    """The ``top`` functions (all with None) of a cProfile run by ``sort`` (cumtime or tottime)."""
     total = stats.total_tt or 1.0  # type: ignore[attr-defined]
     rows = []
     for (filename, lineno, name), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append({"function": name, "where": _where(filename, lineno), "ncalls": ncalls,
                      "tottime": tottime, "cumtime": cumtime, "tottime_share": tottime / total})
     frame = pd.DataFrame(rows, columns=CALL_COLUMNS)
-    return frame.sort_values(sort, ascending=False, ignore_index=True).head(top)
+    frame = frame.sort_values(sort, ascending=False, ignore_index=True)
+    return frame if top is None else frame.head(top)
 
 
-def profile_calls(fn: Callable[[], Any], top: int = 20, sort: str = "cumtime") -> tuple[pd.DataFrame, Profiled]:
+def profile_calls(fn: Callable[[], Any], top: int | None = 20, sort: str = "cumtime") -> tuple[pd.DataFrame, Profiled]:
     """Run ``fn()`` under cProfile; return its top functions as a DataFrame and what it returned."""
     profiler = cProfile.Profile()
     value = profiler.runcall(fn)

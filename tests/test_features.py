@@ -107,7 +107,7 @@ def test_adversarial_panel_in_one_call_equals_the_loop():
 
 
 def test_parallel_through_the_pool_equals_the_loop(random_panel, loop_panel):
-    policy = parallel.ParallelPolicy(workers=2, min_rows=1)
+    policy = parallel.ParallelPolicy(workers=2, min_rows=1, min_cpus=1)
     assert len(policy.chunks([len(b) for b in random_panel])) == 2
     try:
         diff = compare_panels(loop_panel, parallel.compute_panel(random_panel, policy=policy))
@@ -166,10 +166,11 @@ def test_unknown_implementation_and_bad_windows_name_the_fix():
 
 
 def test_policy_keeps_small_work_in_process():
-    policy = parallel.ParallelPolicy(workers=2, min_rows=10_000)
+    policy = parallel.ParallelPolicy(workers=2, min_rows=10_000, min_cpus=1)
     assert policy.chunks([500] * 10) == []
-    assert parallel.ParallelPolicy(workers=1, min_rows=1).chunks([500] * 10) == []
-    chunks = parallel.ParallelPolicy(workers=3, min_rows=1).chunks([100, 100, 100, 100, 100, 100])
+    assert parallel.ParallelPolicy(workers=1, min_rows=1, min_cpus=1).chunks([500] * 10) == []
+    assert parallel.ParallelPolicy(workers=2, min_rows=1, min_cpus=10_000).chunks([500] * 10) == []
+    chunks = parallel.ParallelPolicy(workers=3, min_rows=1, min_cpus=1).chunks([100, 100, 100, 100, 100, 100])
     assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 6)]
 
 
