@@ -102,7 +102,7 @@ def compute(bars: pd.DataFrame, windows: FeatureWindows = DEFAULT_WINDOWS) -> pd
 
 
 def _frame(bars: pd.DataFrame, numeric: Sequence[list[float]], text: Sequence[list]) -> pd.DataFrame:
-    data: dict = {"time": bars["time"].reset_index(drop=True)}
+    data: dict = {"time": bars["time"].array}
     data.update({name: np.asarray(col, dtype=float) for name, col in zip(d.NUMERIC_COLUMNS, numeric)})
     data.update({name: pd.Series(col, dtype=object) for name, col in zip(d.TEXT_COLUMNS, text)})
     return pd.DataFrame(data)

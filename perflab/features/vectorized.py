@@ -1,11 +1,12 @@
 """numpy/bottleneck over a whole panel at once: one 2-D array per field, a row per series.
 
 Series of different lengths are padded with NaN at the end (windows only look back, so the
-padding never reaches a real bar). Each window statistic is a few passes over the panel:
-running max/min/sum of small integers with bottleneck (exact), window sums as a fixed, ordered
-sum of shifted slices (no running sum, so one huge bar can never leave a rounding residue in
-later windows), and standard deviations from blocked Welford statistics (O(1) per bar, no
-cancellation). Row blocks bound the memory of one pass.
+padding never reaches a real bar). Per statistic: running max/min/sum of small integers with
+bottleneck (exact, O(1) per bar); window sums (efficiency path, trend slope) and the volatility
+regime's rank count as ordered sums of ``w`` shifted slices (no running sum, so one huge bar never
+leaves a rounding residue in later windows; the slope and path sums add in the loop's order and
+match it bit for bit); standard deviations from blocked Welford statistics (O(1) per bar, no
+cancellation). Rows are processed in blocks small enough for each pass to stay in cache.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def panel_columns(series: Sequence[SeriesFields], windows: FeatureWindows = DEFA
 
 def frame(bars: pd.DataFrame, columns: dict) -> pd.DataFrame:
     """One series' feature frame: its bar times and the computed columns."""
-    data = {"time": bars["time"].reset_index(drop=True)}
+    data = {"time": bars["time"].array}
     data.update({c: columns[c] for c in d.NUMERIC_COLUMNS})
     data.update({c: pd.Series(columns[c], dtype=object, copy=False) for c in d.TEXT_COLUMNS})
     return pd.DataFrame(data, copy=False)
