@@ -128,14 +128,16 @@ TREND_LABELS = np.array([None, d.TREND_RANGE, d.TREND_UP, d.TREND_DOWN], dtype=o
 
 
 def _vol_regime(vol: np.ndarray, w: int) -> np.ndarray:
-    m = vol.shape[1] - w + 1
-    threshold = vol[:, w - 1:] * (1 - d.TIE_RTOL)
-    below = np.zeros(threshold.shape, np.int32)
+    """Regime codes from the rank count; bars-major copy so every shifted slice is one contiguous run."""
+    by_bar = np.ascontiguousarray(vol.T)
+    m = by_bar.shape[0] - w + 1
+    threshold = by_bar[w - 1:] * (1 - d.TIE_RTOL)
+    below = np.zeros(threshold.shape, np.uint8 if w < 256 else np.int32)
     lower = np.empty(threshold.shape, bool)
     for k in range(w):
-        np.less(vol[:, k:k + m], threshold, out=lower)
-        below += lower
-    pct = below / (w - 1)
+        np.less(by_bar[k:k + m], threshold, out=lower)
+        np.add(below, lower.view(np.uint8), out=below, casting="unsafe")
+    pct = below.T / (w - 1)
     code = np.where(pct < d.VOL_LOW_PCT, 1, np.where(pct > d.VOL_HIGH_PCT, 3, 2))
     code[_window_sum(np.isnan(vol), w)[:, w - 1:] > 0] = 0
     out = np.zeros(vol.shape, np.int8)
