@@ -68,7 +68,8 @@ class Panel:
 
     def summary(self) -> pd.DataFrame:
         """Bars per series, by timeframe."""
-        frame = pd.DataFrame([(tf, len(s)) for (_, tf), s in zip(self.keys, self.series)], columns=["timeframe", "bars"])
+        rows = [(tf, len(s)) for (_, tf), s in zip(self.keys, self.series)]
+        frame = pd.DataFrame(rows, columns=["timeframe", "bars"])
         return frame.groupby("timeframe", sort=False)["bars"].agg(["count", "min", "max"])
 
 
@@ -81,7 +82,8 @@ def _series(spec: PanelSpec, symbol: str, timeframe: str) -> pd.DataFrame:
         parts.append(part)
         count += len(part)
         day -= timedelta(days=1)
-    arrays = {f: np.concatenate([getattr(p, f) for p in reversed(parts)])[-want:] for f in ("t", "o", "h", "l", "c", "v", "vw", "n")}
+    arrays = {f: np.concatenate([getattr(p, f) for p in reversed(parts)])[-want:]
+              for f in ("t", "o", "h", "l", "c", "v", "vw", "n")}
     return pd.DataFrame({
         "time": pd.to_datetime(arrays["t"], unit="ms", utc=True), "open": arrays["o"], "high": arrays["h"],
         "low": arrays["l"], "close": arrays["c"], "volume": arrays["v"], "vwap": arrays["vw"],

@@ -46,7 +46,8 @@ def compare(reference: pd.DataFrame, other: pd.DataFrame) -> FeatureDiff:
             rel = np.where(a == b, 0.0, np.abs(a - b) / scale)
         diff.max_rel_error[col] = float(rel.max()) if len(rel) else 0.0
     for col in TEXT_COLUMNS:
-        if not reference[col].astype(object).reset_index(drop=True).equals(other[col].astype(object).reset_index(drop=True)):
+        a, b = (f[col].astype(object).reset_index(drop=True) for f in (reference, other))
+        if not a.equals(b):
             diff.mismatched.append(col)
     return diff
 
