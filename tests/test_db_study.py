@@ -1,0 +1,30 @@
+"""The write-path studies measure what they say on the same rows and leave the tables as they found them."""
+
+import sqlalchemy as sa
+
+from perflab.db.study import compare_writers, find_optimal_batch_size, index_study, row_counts, synthetic_bars
+
+
+def test_batch_sweep_returns_the_best_size_with_its_curve(clean_db):
+    sweep = find_optimal_batch_size(clean_db, synthetic_bars(1_000), sizes=(100, 500, 1_000, 5_000), repeats=1)
+    assert list(sweep.curve.index) == [100, 500, 1_000]  # larger than the rows: not measured
+    assert sweep.best in sweep.curve.index
+    assert sweep.curve.loc[sweep.best, "rows_per_s"] == sweep.curve["rows_per_s"].max()
+    assert row_counts(clean_db)["rows"] == 0
+
+
+def test_compare_writers_caps_slow_strategies(clean_db):
+    table = compare_writers(clean_db, synthetic_bars(400), ["orm_row", "copy_binary"], caps={"orm_row": 50},
+                            repeats=1)
+    assert table.loc["orm_row", "rows"] == 50 and table.loc["copy_binary", "rows"] == 400
+    assert (table["rows_per_s"] > 0).all() and (table["rewrite_rows_per_s"] > 0).all()
+
+
+def test_index_study_times_inserts_and_queries_per_configuration(clean_db):
+    study = index_study(clean_db, series=2, rows_per_series=200, writers=["copy_binary"], repeats=1)
+    assert len(study.inserts) == 3 and (study.inserts["rows"] == 400).all()
+    assert len(study.queries) == 3 * 5 and study.queries["index used"].str.len().gt(0).all()
+    assert (study.queries["median_ms"] > 0).all()
+    with clean_db.connect() as conn:
+        left = conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_%'")).scalar()
+    assert left == 0 and row_counts(clean_db)["rows"] == 0
