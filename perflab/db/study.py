@@ -8,9 +8,12 @@ spread kept beside them.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from perflab.db.migrate import index_statements, reset_data, set_indexes
-from perflab.db.writers import WRITERS, get_writer
+from perflab.db.pool import connection_meter
+from perflab.db.writers import COLUMNS, WRITERS, Batch, copy_text_payload, get_writer, prepare
+from perflab.errors import PerflabError
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 5000, 10_000, 20_000)
 
@@ -234,3 +239,67 @@ def row_counts(engine: Engine) -> dict[str, int]:
         rows, keys = conn.execute(sa.text(
             "SELECT count(*), count(DISTINCT (symbol, timeframe, time)) FROM market_data")).one()
     return {"rows": int(rows), "distinct_keys": int(keys)}
+
+
+def psql_copy(engine: Engine, bars: pd.DataFrame, csv_path: Path, *, repeats: int = 3, symbol: str = "BENCH",
+              timeframe: str = "1m") -> Timing:
+    """The physical reference: psql's ``\\copy`` of the same rows from a CSV file into the empty table.
+
+    The file is written once, untimed; each timing is psql's whole run (process start included).
+    """
+    csv_path.write_bytes(copy_text_payload(Batch(symbol, timeframe, prepare(bars))))
+    url = engine.url.set(drivername="postgresql")
+    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    uri = url.set(password=None).render_as_string(hide_password=False)
+    command = [str(psql_binary()), uri, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+               f"\\copy market_data ({', '.join(COLUMNS)}) FROM '{csv_path}' WITH (FORMAT csv)"]
+    seconds = []
+    for _ in range(repeats):
+        reset_data(engine)
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        seconds.append(time.perf_counter() - start)
+    stored = row_counts(engine)["rows"]
+    reset_data(engine)
+    if stored != len(prepare(bars)):
+        raise PerflabError(f"psql \\copy stored {stored} rows of {len(bars)}: check the server log")
+    return Timing(stored, seconds)
+
+
+def psql_binary() -> Path:
+    """The psql that ships with the embedded server (works against any server)."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / "psql"
+
+
+PATH_B_STEPS = ("db.indexes", "db.indexes,db.bulk", "db.indexes,db.bulk,db.batch_size",
+                "db.indexes,db.bulk,db.batch_size,db.copy")
+
+
+def _progress_row(spec: str, runs: list, peaks: list[int]) -> dict:
+    db = [r.stage_seconds["db"] for r in runs]
+    settings = runs[-1].params["settings"]
+    return {"fixes": spec, "writer": settings["writer"], "batch_size": settings["batch_size"],
+            "indexes": settings["indexes"], "rows": runs[-1].rows_written, "db s (median)": float(np.median(db)),
+            "min": min(db), "max": max(db), "db rows/s": runs[-1].rows_written / float(np.median(db)),
+            "wall s": float(np.median([r.wall_seconds for r in runs])), "failures": sum(r.failures for r in runs),
+            "peak connections": max(peaks) if peaks else np.nan}
+
+
+def fix_progression(backfill: Callable[[str], object], steps: Sequence[str] = PATH_B_STEPS, repeats: int = 1,
+                    baseline: object | None = None) -> pd.DataFrame:
+    """Run each fix set ``repeats`` times through ``backfill(spec) -> RunResult`` (the same workload each time)
+    and tabulate the db stage: median seconds with spread, rows/s, speed-up over ``baseline`` (a RunResult,
+    e.g. notebook 01's), failures and the peak of connections checked out of the pools."""
+    rows = [_progress_row("none (baseline)", [baseline], [])] if baseline is not None else []
+    for spec in steps:
+        runs, peaks = [], []
+        for _ in range(repeats):
+            connection_meter.reset()
+            runs.append(backfill(spec))
+            peaks.append(connection_meter.peak)
+        rows.append(_progress_row(spec, runs, peaks))
+    table = pd.DataFrame(rows).set_index("fixes")
+    table["db speed-up"] = table["db s (median)"].iloc[0] / table["db s (median)"]
+    return table
