@@ -7,6 +7,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
+from perflab.db.feature_store import write_features
 from perflab.db.study import synthetic_bars
 from perflab.db.writers import WRITERS, Batch, copy_binary_payload, get_writer, prepare
 from perflab.errors import InputError
@@ -87,11 +88,13 @@ def connection_killer(clean_db):
             "CREATE FUNCTION perflab_kill_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF nextval('perflab_kill_seq') = 50 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; "
             "RETURN NEW; END $$")
-        conn.exec_driver_sql("CREATE TRIGGER perflab_kill BEFORE INSERT ON market_data FOR EACH ROW "
-                             "EXECUTE FUNCTION perflab_kill_once()")
+        for table in ("market_data", "quant_features"):
+            conn.exec_driver_sql(f"CREATE TRIGGER perflab_kill BEFORE INSERT ON {table} FOR EACH ROW "
+                                 "EXECUTE FUNCTION perflab_kill_once()")
     yield clean_db
     with clean_db.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER IF EXISTS perflab_kill ON market_data")
+        for table in ("market_data", "quant_features"):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS perflab_kill ON {table}")
         conn.exec_driver_sql("DROP FUNCTION IF EXISTS perflab_kill_once()")
         conn.exec_driver_sql("DROP SEQUENCE IF EXISTS perflab_kill_seq")
 
@@ -105,6 +108,15 @@ def test_a_connection_lost_mid_batch_is_retried_whole(connection_killer, name):
         seen = conn.execute(sa.text("SELECT last_value FROM perflab_kill_seq")).scalar()
     assert rows == keys == 200
     assert seen > 200, "the killed batch was sent again from its first row"
+
+
+def test_feature_writes_are_retried_whole_too(connection_killer):
+    bars = synthetic_bars(200, seed=8)
+    features = pd.DataFrame({"time": bars["time"], "log_return": np.log(bars["close"] / bars["open"])})
+    assert write_features(connection_killer, "TSLA", "1d", features) == 200
+    with connection_killer.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM quant_features")).scalar() == 200
+        assert conn.execute(sa.text("SELECT last_value FROM perflab_kill_seq")).scalar() > 200
 
 
 def test_binary_payload_has_one_record_layout_per_null_pattern():

@@ -4,30 +4,30 @@ Every strategy is idempotent and atomic per batch: a batch is one transaction, r
 already stored is a no-op, and a batch that fails is rolled back whole and retried whole when the failure
 is transient (lost connection, server restart, a concurrent writer). The COPY strategies write straight
 into the table when the batch's time range holds no rows yet, and merge through a temporary staging table
-(``INSERT ... SELECT ... ON CONFLICT DO NOTHING``) only where it overlaps.
+(``INSERT ... SELECT ... ON CONFLICT DO NOTHING``) only where it overlaps. ``orm_row`` is the plan's
+baseline (``session.add`` + ``flush`` per row) and ``orm_bulk`` its fix 2 (``bulk_insert_mappings``); both
+skip the rows of the batch's range already stored, read in the same transaction.
+
+``write`` returns the rows of the input now stored (one per time; rows that were already there count).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import psycopg
-import psycopg2
-import psycopg2.errors
 import sqlalchemy as sa
 from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from perflab.db.engine import driver_engine
 from perflab.db.models import MarketData
+from perflab.db.transactions import RETRY, raw_transaction
 from perflab.errors import InputError
 
 BAR_FIELDS = ("time", "open", "high", "low", "close", "volume", "vwap", "transactions")
@@ -103,52 +103,6 @@ def batches(symbol: str, timeframe: str, bars: pd.DataFrame, batch_size: int | N
         raise InputError(f"batch_size {batch_size} must be a positive number of rows")
     for i in range(0, len(frame), size):
         yield Batch(symbol, timeframe, frame.iloc[i:i + size])
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying the whole batch: the connection or server went away, or a concurrent writer won a race."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    orig = getattr(exc, "orig", None) or exc
-    return isinstance(orig, (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.errors.UniqueViolation,
-                             psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.UniqueViolation))
-
-
-@dataclass(frozen=True)
-class BatchRetry:
-    """Retry a failed batch whole, with exponential backoff, while the failure is transient (~7 s in all)."""
-
-    attempts: int = 8
-    initial_s: float = 0.1
-    max_s: float = 2.0
-
-    def run(self, fn: Callable[[], int]) -> int:
-        retrying = Retrying(stop=stop_after_attempt(self.attempts),
-                            wait=wait_exponential(multiplier=self.initial_s, max=self.max_s),
-                            retry=retry_if_exception(is_transient), reraise=True)
-        return retrying(fn)
-
-
-RETRY = BatchRetry()
-
-
-@contextmanager
-def raw_transaction(engine: Engine) -> Iterator:
-    """A DBAPI cursor in one transaction: committed on success, rolled back (or the connection dropped) on error."""
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        yield cur
-        cur.close()
-        raw.commit()
-    except BaseException:
-        try:
-            raw.rollback()
-        except (psycopg2.Error, psycopg.Error):  # the connection is gone: drop it from the pool, not reuse it
-            raw.invalidate()
-        raise
-    finally:
-        raw.close()
 
 
 def _write_batched(engine: Engine, symbol: str, timeframe: str, bars: pd.DataFrame, batch_size: int | None,
