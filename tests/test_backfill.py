@@ -30,7 +30,23 @@ def test_baseline_writes_every_bar_once_and_times_each_stage(clean_db, sim, tmp_
 
 def test_failed_job_is_recorded_not_fatal(clean_db, sim):
     workload = Workload(("AAPL",), ("1h", "1d"), *(get_preset("smoke").start, get_preset("smoke").end))
-    run_backfill(workload, PolygonClient(sim.url), clean_db)
-    again = run_backfill(workload, PolygonClient(sim.url), clean_db)  # orm_row is not idempotent
-    assert again.failures == 2 and again.success_rate == 0.0
-    assert all("\n" not in j.error for j in again.jobs)
+    with clean_db.begin() as conn:  # a real, non-transient database error for the 1d job only
+        conn.exec_driver_sql("ALTER TABLE market_data ADD CONSTRAINT no_daily CHECK (timeframe <> '1d') NOT VALID")
+    try:
+        failed = run_backfill(workload, PolygonClient(sim.url), clean_db)
+    finally:
+        with clean_db.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE market_data DROP CONSTRAINT no_daily")
+    assert failed.failures == 1 and failed.success_rate == 0.5
+    assert all("\n" not in j.error for j in failed.jobs if j.error) and "no_daily" in failed.jobs[1].error
+
+
+def test_rerunning_a_backfill_is_idempotent(clean_db, sim):
+    workload = Workload(("AAPL",), ("1h", "1d"), *(get_preset("smoke").start, get_preset("smoke").end))
+    first = run_backfill(workload, PolygonClient(sim.url), clean_db)
+    again = run_backfill(workload, PolygonClient(sim.url), clean_db)  # every writer skips stored rows
+    assert again.failures == 0 and again.rows_written == first.rows_written
+    with clean_db.connect() as conn:
+        rows, keys = conn.execute(sa.text("SELECT count(*), count(DISTINCT (symbol, timeframe, time)) "
+                                          "FROM market_data")).one()
+    assert rows == keys == first.rows_written

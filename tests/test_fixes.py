@@ -15,7 +15,7 @@ def test_all_but_one():
 
 
 def test_later_fix_wins_in_registry_order():
-    assert FixSet.parse("db.copy,db.bulk").settings().writer == "copy"
+    assert FixSet.parse("db.copy,db.bulk").settings().writer == "copy_binary"
 
 
 def test_wildcard_and_spec_roundtrip():
@@ -43,7 +43,7 @@ def test_rollout_is_stable_and_roughly_the_fraction():
     assert chosen == [s for s in symbols if FixSet.parse("db.copy", rollout=0.1).in_rollout(s)]
     assert 0.07 < len(chosen) / len(symbols) < 0.13
     out = next(s for s in symbols if not fs.in_rollout(s))
-    assert fs.settings(out).writer == "orm_row" and fs.settings(chosen[0]).writer == "copy"
+    assert fs.settings(out).writer == "orm_row" and fs.settings(chosen[0]).writer == "copy_binary"
     assert 0 <= stable_fraction("AAPL") < 1
 
 

@@ -17,6 +17,7 @@ import psutil
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from perflab.db.pool import connection_meter
 from perflab.errors import DatabaseUnavailableError
 from perflab.redact import redact
 
@@ -58,7 +59,7 @@ def embedded_url() -> str:
             _prune_dead_handles(pgdata)
             try:
                 _embedded = pgserver.get_server(pgdata, cleanup_mode="stop")
-            except Exception as exc:  # pgserver raises assorted errors; one clear message instead
+            except Exception as exc:  # noqa: BLE001 - pgserver raises assorted errors; one clear message instead
                 raise DatabaseUnavailableError(
                     f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "
                     f"set {DATABASE_URL_ENV} to a server you run") from None
@@ -88,13 +89,22 @@ def get_engine(url: str | None = None, pool_size: int = 5, max_overflow: int = 4
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
+    except sa.exc.DBAPIError as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise DatabaseUnavailableError(
             f"cannot reach the database at {redact(url)}: {redact(reason)}; "
             f"fix {DATABASE_URL_ENV} or unset it to use the embedded server") from None
+    connection_meter.watch(engine)
     return engine
+
+
+def driver_engine(engine: Engine, driver: str) -> Engine:
+    """The pooled engine for the same database through another driver (e.g. ``psycopg`` for psycopg 3)."""
+    if engine.url.get_driver_name() == driver:
+        return engine
+    return get_engine(with_driver(engine.url.render_as_string(hide_password=False), driver),
+                      engine.pool.size(), max(getattr(engine.pool, "_max_overflow", 0), 0))
 
 
 def server_info(engine: Engine) -> dict:
@@ -105,3 +115,19 @@ def server_info(engine: Engine) -> dict:
         settings = dict(conn.execute(
             sa.text("SELECT name, setting FROM pg_settings WHERE name = ANY(:n)"), {"n": list(names)}).all())
     return {"server_version": version, "settings": settings}
+
+
+def restart_embedded(mode: str = "fast") -> int:
+    """Restart the embedded server in place (``pg_ctl restart``), as a crash-and-recover drill; returns the new pid.
+
+    Open connections die; pooled engines reconnect on their next checkout (``pool_pre_ping``).
+    """
+    if _embedded is None:
+        raise DatabaseUnavailableError("no embedded server to restart: it runs only when perflab started it")
+    from pgserver._commands import pg_ctl
+    from pgserver.utils import PostmasterInfo
+
+    pg_ctl(["-w", "-m", mode, "-l", str(_embedded.log), "restart"], pgdata=_embedded.pgdata,
+           user=_embedded.system_user, timeout=60)
+    _embedded._postmaster_info = PostmasterInfo.read_from_pgdata(_embedded.pgdata)  # so cleanup stops the new one
+    return _embedded.get_pid()

@@ -6,9 +6,12 @@ import pandas as pd
 from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 
+from perflab.db.transactions import RETRY, raw_transaction
+
 
 def write_features(engine: Engine, symbol: str, timeframe: str, features: pd.DataFrame) -> int:
-    """Upsert one (symbol, timeframe)'s features; re-running replaces the earlier values."""
+    """Upsert one (symbol, timeframe)'s features in one transaction (retried whole after a lost connection);
+    re-running replaces the earlier values."""
     if features.empty:
         return 0
     cols = [c for c in features.columns if c != "time"]
@@ -19,14 +22,13 @@ def write_features(engine: Engine, symbol: str, timeframe: str, features: pd.Dat
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
     sql = (f"INSERT INTO quant_features ({names}) VALUES %s ON CONFLICT (symbol, timeframe, time) "
            f"DO UPDATE SET {updates}, computed_at = now()")
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
+
+    def attempt() -> int:
+        with raw_transaction(engine) as cur:
             execute_values(cur, sql, rows, page_size=1000)
-        raw.commit()
-    finally:
-        raw.close()
-    return len(rows)
+        return len(rows)
+
+    return RETRY.run(attempt)
 
 
 def read_features(engine: Engine, symbol: str, timeframe: str) -> pd.DataFrame:

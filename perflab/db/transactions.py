@@ -1,0 +1,65 @@
+"""One transaction per unit of work, retried whole while the failure is transient.
+
+A lost connection, a server restart or a concurrent writer winning a race is worth another try of the
+whole batch; anything else (a constraint the data violates) is raised at once. Used by the bar writers
+and the feature store, so a resumed backfill never half-writes either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+import psycopg2
+import psycopg2.errors
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying the whole batch: the connection or server went away, or a concurrent writer won a race."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    return isinstance(orig, (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.errors.UniqueViolation,
+                             psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.UniqueViolation))
+
+
+@dataclass(frozen=True)
+class BatchRetry:
+    """Retry a failed batch whole, with exponential backoff, while the failure is transient (~7 s in all)."""
+
+    attempts: int = 8
+    initial_s: float = 0.1
+    max_s: float = 2.0
+
+    def run(self, fn: Callable[[], int]) -> int:
+        retrying = Retrying(stop=stop_after_attempt(self.attempts),
+                            wait=wait_exponential(multiplier=self.initial_s, max=self.max_s),
+                            retry=retry_if_exception(is_transient), reraise=True)
+        return retrying(fn)
+
+
+RETRY = BatchRetry()
+
+
+@contextmanager
+def raw_transaction(engine: Engine) -> Iterator:
+    """A DBAPI cursor in one transaction: committed on success, rolled back (or the connection dropped) on error."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        yield cur
+        cur.close()
+        raw.commit()
+    except BaseException:
+        try:
+            raw.rollback()
+        except (psycopg2.Error, psycopg.Error):  # the connection is gone: drop it from the pool, not reuse it
+            raw.invalidate()
+        raise
+    finally:
+        raw.close()

@@ -1,0 +1,64 @@
+"""The database restarting between batches loses nothing; the pools stay bounded and their peak is readable."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from perflab.db import engine as db_engine
+from perflab.db.pool import connection_meter, server_connections
+from perflab.db.study import row_counts, synthetic_bars
+from perflab.db.writers import get_writer
+
+embedded_only = pytest.mark.skipif(db_engine._embedded is None, reason="restarts only the embedded server")
+
+
+@embedded_only
+def test_writes_after_a_server_restart_reconnect_and_keep_every_row(clean_db):
+    bars = synthetic_bars(400, seed=5)
+    get_writer("copy_binary").write(clean_db, "AAPL", "1m", bars.iloc[:200], None)
+    before = db_engine._embedded.get_pid()
+    assert db_engine.restart_embedded() != before
+    get_writer("copy_binary").write(clean_db, "AAPL", "1m", bars, None)
+    assert row_counts(clean_db) == {"rows": 400, "distinct_keys": 400}
+
+
+@embedded_only
+def test_a_restart_during_a_batched_write_loses_no_batch(clean_db):
+    bars = synthetic_bars(6_000, seed=6)
+    watcher = sa.create_engine(clean_db.url, poolclass=sa.pool.NullPool)
+    restarted = {}
+
+    def restart_once_writing() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not restarted:
+            with watcher.connect() as conn:
+                stored = conn.execute(sa.text("SELECT count(*) FROM market_data")).scalar()
+            if stored >= 500:
+                restarted["at"] = time.monotonic()
+                restarted["pid"] = db_engine.restart_embedded()
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=restart_once_writing)
+    thread.start()
+    try:
+        get_writer("execute_values").write(clean_db, "MSFT", "1m", bars, 100)
+        finished = time.monotonic()
+    finally:
+        thread.join()
+    assert restarted and restarted["at"] < finished, "the restart happened while the write was running"
+    assert row_counts(clean_db) == {"rows": 6_000, "distinct_keys": 6_000}
+
+
+def test_pool_peak_counts_concurrent_writers_and_stays_bounded(clean_db):
+    bars = synthetic_bars(2_000, seed=7)
+    connection_meter.reset()
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda s: get_writer("orm_bulk").write(clean_db, s, "1m", bars, 500),
+                      [f"S{i}" for i in range(6)]))
+    snap = connection_meter.snapshot()
+    assert 2 <= snap.peak <= snap.bound and snap.current == 0
+    assert clean_db.pool.size() + clean_db.pool._max_overflow < 10, "the plan's bound: < 10 connections per pool"
+    assert 1 <= server_connections(clean_db) <= 10 + 1

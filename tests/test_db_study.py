@@ -1,0 +1,64 @@
+"""The write-path studies measure what they say on the same rows and leave the tables as they found them."""
+
+import sqlalchemy as sa
+
+from perflab.api.client import PolygonClient
+from perflab.backfill import Workload, run_backfill
+from perflab.db.migrate import reset_data
+from perflab.db.study import (
+    compare_writers,
+    find_optimal_batch_size,
+    fix_progression,
+    index_study,
+    psql_copy,
+    row_counts,
+    synthetic_bars,
+)
+from perflab.fixes import FixSet
+from perflab.presets import get_preset
+
+
+def test_batch_sweep_returns_the_best_size_with_its_curve(clean_db):
+    sweep = find_optimal_batch_size(clean_db, synthetic_bars(1_000), sizes=(100, 500, 1_000, 5_000), repeats=1)
+    assert list(sweep.curve.index) == [100, 500, 1_000]  # larger than the rows: not measured
+    assert sweep.best in sweep.curve.index
+    assert sweep.curve.loc[sweep.best, "rows_per_s"] == sweep.curve["rows_per_s"].max()
+    assert row_counts(clean_db)["rows"] == 0
+
+
+def test_compare_writers_caps_slow_strategies(clean_db):
+    table = compare_writers(clean_db, synthetic_bars(400), ["orm_row", "copy_binary"], caps={"orm_row": 50},
+                            repeats=1)
+    assert table.loc["orm_row", "rows"] == 50 and table.loc["copy_binary", "rows"] == 400
+    assert (table["rows_per_s"] > 0).all() and (table["rewrite_rows_per_s"] > 0).all()
+
+
+def test_index_study_times_inserts_and_queries_per_configuration(clean_db):
+    study = index_study(clean_db, series=2, rows_per_series=200, writers=["copy_binary"], repeats=1)
+    assert len(study.inserts) == 3 and (study.inserts["rows"] == 400).all()
+    assert len(study.queries) == 3 * 5 and study.queries["index used"].str.len().gt(0).all()
+    assert (study.queries["median_ms"] > 0).all()
+    with clean_db.connect() as conn:
+        left = conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_%'")).scalar()
+    assert left == 0 and row_counts(clean_db)["rows"] == 0
+
+
+def test_psql_copy_reference_loads_the_same_rows(clean_db, tmp_path):
+    timing = psql_copy(clean_db, synthetic_bars(500), tmp_path / "bars.csv", repeats=1)
+    assert timing.rows == 500 and timing.rows_per_s > 0
+    assert row_counts(clean_db)["rows"] == 0
+
+
+def test_fix_progression_runs_each_step_and_reports_its_db_stage(clean_db, sim):
+    workload = Workload(("AAPL",), ("1h",), get_preset("smoke").start, get_preset("smoke").end)
+
+    def backfill(spec):
+        reset_data(clean_db)
+        return run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse(spec), label=spec)
+
+    table = fix_progression(backfill, ("db.bulk", "db.copy"), repeats=2, baseline=backfill("none"))
+    assert list(table.index) == ["none (baseline)", "db.bulk", "db.copy"]
+    assert list(table["writer"]) == ["orm_row", "orm_bulk", "copy_binary"]
+    assert (table["failures"] == 0).all() and table["rows"].nunique() == 1
+    assert table["peak connections"].iloc[1:].between(1, 9).all()
+    assert table["db speed-up"].iloc[0] == 1.0
