@@ -140,6 +140,12 @@ def verdict_section(out_dir: Path) -> str:
     if baseline is None:
         return "<p class='fail'>No baseline was measured in this run.</p>"
     verdict = classify(baseline)
+    env = baseline.environment
+    db = env.get("db", {})
+    machine = (f"{env.get('cpu_model')} x{env.get('cpu_count')} · Python {env.get('python')} · "
+               f"PostgreSQL {db.get('server_version')} · TimescaleDB "
+               + (db["timescaledb"] if db.get("timescaledb") else "not available (plain tables, no hypertable)")
+               + f" · perflab {env.get('perflab_version')} ({env.get('git_commit')})")
     shares = " · ".join(f"{s} {v:.0%}" for s, v in verdict.shares.items())
     out = [f"<div class='verdict'><h2>Bottleneck: Path {verdict.path} — {html.escape(verdict.name)}</h2>"
            f"<p>{html.escape(verdict.rule)} · busy-time shares: {shares} "
@@ -154,7 +160,7 @@ def verdict_section(out_dir: Path) -> str:
                    f"<b>{int(crit.sum())}/{len(crit)}</b></p>")
         img = to_png_base64(stacked_breakdown([baseline, after], title="Baseline vs all fixes (median busy seconds)"))
         out.append(f"<img alt='baseline vs all fixes' src='data:image/png;base64,{img}'>")
-    out.append("</div>")
+    out.append(f"</div><p><small>{html.escape(machine)}</small></p>")
     table = baseline.runs[0].breakdown()
     rows = "".join(f"<tr><td>{st}</td><td>{baseline.median(st):.2f}s</td><td>{verdict.shares[st]:.0%}</td></tr>"
                    for st in table.index)

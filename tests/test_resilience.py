@@ -15,19 +15,12 @@ from perflab.backfill import Workload, run_backfill
 from perflab.chaos import audit_bars
 from perflab.db import engine as db_engine
 from perflab.db.models import MarketData
-from perflab.db.writers import WRITERS, Writer, records
+from perflab.db.writers import WRITERS, Writer, batches
 from perflab.errors import InputError
 from perflab.fixes import FIXES, Fix, FixSet, register_fix
 from perflab.lab import open_lab
 
 DAYS = (date(2024, 3, 4), date(2024, 3, 5))
-
-
-def restart_embedded_db() -> None:
-    from pgserver._commands import pg_ctl
-
-    server = db_engine._embedded
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 @pytest.fixture
@@ -38,13 +31,13 @@ def restart_between_batches():
     state = {"restarts": 0}
 
     def write(engine, symbol, timeframe, bars, batch_size):
-        rows = records(symbol, timeframe, bars)
+        rows = [row for batch in batches(symbol, timeframe, bars, None) for row in batch.dicts()]
         with engine.connect() as conn:
             for i in range(0, len(rows), 50):
                 with conn.begin():
                     conn.execute(sa.insert(MarketData), rows[i:i + 50])
                 if state["restarts"] == 0 and i == 0 and len(rows) > 50:
-                    restart_embedded_db()
+                    db_engine.restart_embedded()
                     state["restarts"] += 1
         return len(rows)
 

@@ -108,13 +108,15 @@ def driver_engine(engine: Engine, driver: str) -> Engine:
 
 
 def server_info(engine: Engine) -> dict:
-    """Server version and the settings that shape write speed."""
+    """Server version, the settings that shape write speed, and TimescaleDB's version (None when absent)."""
     names = ("shared_buffers", "synchronous_commit", "fsync", "wal_level", "max_connections", "work_mem")
     with engine.connect() as conn:
         version = conn.execute(sa.text("SHOW server_version")).scalar()
         settings = dict(conn.execute(
             sa.text("SELECT name, setting FROM pg_settings WHERE name = ANY(:n)"), {"n": list(names)}).all())
-    return {"server_version": version, "settings": settings}
+        timescale = conn.execute(sa.text(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'")).scalar()
+    return {"server_version": version, "settings": settings, "timescaledb": timescale}
 
 
 def restart_embedded(mode: str = "fast") -> int:

@@ -88,7 +88,7 @@ def apply_schema(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
     for version, reason in plan.skipped.items():
         if version not in _said:
             _said.add(version)
-            _log.warning("skipping migration %s: %s; carrying on without it", version, reason)
+            _log.info("skipping migration %s: %s; carrying on without it", version, reason)
     return [p.stem for p in plan.apply]
 
 
