@@ -51,6 +51,14 @@ class StormResult:
     def time_lost_s(self) -> float:
         return self.storm.wall_seconds - self.clean.wall_seconds
 
+    def fault_counts(self) -> pd.DataFrame:
+        """Per fault kind: the rate asked for and how many requests the simulator actually hit (zeros included)."""
+        asked = {k.removesuffix("_rate"): v for k, v in self.storm.params.get("faults", {}).items()
+                 if k.endswith("_rate")}
+        kinds = list(asked) + [k for k in self.faults if k not in asked]
+        return pd.DataFrame({"rate asked": [asked.get(k, 0.0) for k in kinds],
+                             "injected": [self.faults.get(k, 0) for k in kinds]}, index=pd.Index(kinds, name="fault"))
+
     def table(self) -> pd.DataFrame:
         rows = {}
         for name, r in (("clean", self.clean), ("storm", self.storm)):
@@ -181,8 +189,8 @@ def summary(storm: StormResult, kill: KillResumeResult, outage: OutageResult) ->
     def row(faults: str, run: RunResult, audit: BarAudit, lost: float) -> dict:
         ok = sum(j.ok for j in run.jobs)
         return {"faults injected": faults, "jobs succeeded": f"{ok}/{len(run.jobs)}",
-                "bars expected": audit.expected, "bars stored": audit.stored, "duplicates": audit.duplicates,
-                "time lost to recovery s": lost}
+                "retries": run.metrics()["retries"], "bars expected": audit.expected, "bars stored": audit.stored,
+                "duplicates": audit.duplicates, "time lost to recovery s": lost}
 
     storm_faults = ", ".join(f"{k} {v}" for k, v in storm.faults.items()) or "none reported by the simulator"
     return pd.DataFrame({

@@ -45,6 +45,9 @@ def test_fault_storm_every_job_succeeds_every_retry_counted_bars_exact(clean_db,
     assert run.requests - m["retries"] == len(run.jobs)  # one good page per job; every other request a retry
     assert m["rate_limited"] == storm.faults["burst_429"]
     assert run.params["faults"] == resilience.STORM_FAULTS
+    counts = storm.fault_counts()
+    assert set(counts.index) == kinds and counts.loc["server_error", "rate asked"] == 0.10
+    assert counts["injected"].to_dict() == storm.faults
     assert storm.clean.metrics()["retries"] == 0 and storm.clean.success_rate == 1.0
     assert storm.audit.exact and storm.audit.stored == storm.audit.expected > 0 and storm.audit.duplicates == 0
 
