@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
-from perflab.api.client import PolygonClient
+from perflab.api.client import ClientStats, PolygonClient
 from perflab.api.dispatch import Dispatch
 from perflab.api.errors import AuthError
 from perflab.db.feature_store import write_features
@@ -70,6 +70,11 @@ class Workload:
         return d
 
 
+def _record_stats(record: JobRecord, st: ClientStats) -> None:
+    record.requests, record.retries, record.rate_limited = st.requests, st.retries, st.rate_limited
+    record.timeouts, record.bytes_received, record.latencies = st.timeouts, st.bytes_received, st.latencies
+
+
 def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonClient, engine: Engine,
              fixes: FixSet, timer: StageTimer) -> JobRecord:
     settings = fixes.settings(symbol)
@@ -85,9 +90,7 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
             else:
                 fetched, todo = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start,
                                                       workload.end, limit=settings.page_limit), None
-        st = fetched.stats
-        record.requests, record.retries, record.rate_limited = st.requests, st.retries, st.rate_limited
-        record.timeouts, record.bytes_received, record.latencies = st.timeouts, st.bytes_received, st.latencies
+        _record_stats(record, fetched.stats)
         with timer.stage("db"):
             record.rows = db.write_bars(get_writer(settings.writer), symbol, timeframe, fetched.bars,
                                         settings.batch_size, skip_stored=settings.missing_only)
@@ -102,6 +105,8 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     except AuthError:
         raise
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
+        if getattr(exc, "stats", None) is not None:  # a failed fetch still cost requests and retries
+            _record_stats(record, exc.stats)
         record.error = f"{type(exc).__name__}: {redact(str(exc).strip().splitlines()[0] if str(exc).strip() else exc)}"
     record.retries += db.retries
     record.stages = timer.busy()

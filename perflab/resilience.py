@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from perflab.api.breaker import OPEN, BreakerPolicy, CircuitBreaker, GuardedClient
-from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.breaker import guard as breaker_guard
+from perflab.api.client import RetryPolicy, client_for
 from perflab.backfill import run_backfill
 from perflab.chaos import BarAudit, KillResult, SimulatorOutage, audit_bars, kill_backfill
 from perflab.db.migrate import reset_data
@@ -28,7 +29,7 @@ from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.process import fetch_stats
 
 STORM_FAULTS = {"server_error_rate": 0.10, "reset_rate": 0.05, "burst_429_rate": 0.05, "slow_body_rate": 0.05,
-                "slow_body_s": 0.2, "malformed_rate": 0.05}
+                "slow_body_s": 0.2, "malformed_rate": 0.05, "null_results_rate": 0.05, "duplicate_rate": 0.05}
 RESILIENT = "api.backoff,api.breaker,api.missing_only,db.retry"
 
 
@@ -50,6 +51,14 @@ class StormResult:
     def time_lost_s(self) -> float:
         return self.storm.wall_seconds - self.clean.wall_seconds
 
+    def fault_counts(self) -> pd.DataFrame:
+        """Per fault kind: the rate asked for and how many requests the simulator actually hit (zeros included)."""
+        asked = {k.removesuffix("_rate"): v for k, v in self.storm.params.get("faults", {}).items()
+                 if k.endswith("_rate")}
+        kinds = list(asked) + [k for k in self.faults if k not in asked]
+        return pd.DataFrame({"rate asked": [asked.get(k, 0.0) for k in kinds],
+                             "injected": [self.faults.get(k, 0) for k in kinds]}, index=pd.Index(kinds, name="fault"))
+
     def table(self) -> pd.DataFrame:
         rows = {}
         for name, r in (("clean", self.clean), ("storm", self.storm)):
@@ -60,15 +69,23 @@ class StormResult:
 
 
 def _backfill(lab: Lab, base_url: str, fixes: str, label: str) -> RunResult:
+    """A fresh backfill of the lab's workload against ``base_url``, with the client the fixes ask for."""
     fixset = FixSet.parse(fixes)
     settings = fixset.settings()
-    client = PolygonClient(base_url, retry=RetryPolicy() if settings.backoff else None)
-    guarded = GuardedClient(client, CircuitBreaker()) if settings.breaker else client
+    client = breaker_guard(client_for(settings, base_url, rate_limit_per_s=lab.preset.rate_limit_per_s),
+                           settings.breaker)
     reset_data(lab.engine)
+    before = fetch_stats(base_url)
     try:
-        return run_backfill(lab.workload, guarded, lab.engine, fixset, label=label, params={"preset": lab.preset.name})
+        run = run_backfill(lab.workload, client, lab.engine, fixset, label=label, params={"preset": lab.preset.name},
+                           time_scale=lab.preset.time_scale)
     finally:
         client.close()
+    after = fetch_stats(base_url)
+    run.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    if isinstance(client, GuardedClient):
+        run.params["breaker"] = client.report.to_dict()
+    return run
 
 
 def fault_storm(lab: Lab, faults: dict | None = None, fixes: str = RESILIENT) -> StormResult:
@@ -77,8 +94,8 @@ def fault_storm(lab: Lab, faults: dict | None = None, fixes: str = RESILIENT) ->
     clean = _backfill(lab, lab.base_url, fixes, "clean")
     with start_simulator(SimulatorConfig.for_preset(lab.preset, faults=faults)) as sim:
         storm = _backfill(lab, sim.url, fixes, "fault storm")
-        injected = faults_injected(fetch_stats(sim.url))
-    return StormResult(clean, storm, injected, audit_bars(lab.engine, lab.workload))
+    storm.params["faults"] = faults
+    return StormResult(clean, storm, faults_injected(storm.server_stats), audit_bars(lab.engine, lab.workload))
 
 
 @dataclass
@@ -134,7 +151,9 @@ def breaker_outage(lab: Lab, after_s: float = 0.3, duration_s: float = 1.5,
     policy = policy or BreakerPolicy(failure_threshold=2, cooldown_s=0.25)
     reset_data(lab.engine)
     with start_simulator(SimulatorConfig.for_preset(lab.preset)) as sim:
-        client = PolygonClient(sim.url, retry=RetryPolicy(attempts=2, initial_s=0.02))
+        fixes = FixSet.parse("api.backoff,api.breaker,db.retry")
+        client = client_for(fixes.settings(), sim.url, rate_limit_per_s=lab.preset.rate_limit_per_s,
+                            retry=RetryPolicy(attempts=2, initial_s=0.02))
         guard = GuardedClient(client, CircuitBreaker(policy))
         service = FeatureService(client, lab.engine, guard.breaker)
         outage = SimulatorOutage(sim)
@@ -155,8 +174,8 @@ def breaker_outage(lab: Lab, after_s: float = 0.3, duration_s: float = 1.5,
         reader = threading.Thread(target=read_while_down, daemon=True)
         reader.start()
         try:
-            run = run_backfill(lab.workload, guard, lab.engine, FixSet.parse("api.backoff,api.breaker,db.retry"),
-                               label="outage", params={"preset": lab.preset.name})
+            run = run_backfill(lab.workload, guard, lab.engine, fixes, label="outage",
+                               params={"preset": lab.preset.name}, time_scale=lab.preset.time_scale)
         finally:
             outage.join()
             reader.join(5)
@@ -170,8 +189,8 @@ def summary(storm: StormResult, kill: KillResumeResult, outage: OutageResult) ->
     def row(faults: str, run: RunResult, audit: BarAudit, lost: float) -> dict:
         ok = sum(j.ok for j in run.jobs)
         return {"faults injected": faults, "jobs succeeded": f"{ok}/{len(run.jobs)}",
-                "bars expected": audit.expected, "bars stored": audit.stored, "duplicates": audit.duplicates,
-                "time lost to recovery s": lost}
+                "retries": run.metrics()["retries"], "bars expected": audit.expected, "bars stored": audit.stored,
+                "duplicates": audit.duplicates, "time lost to recovery s": lost}
 
     storm_faults = ", ".join(f"{k} {v}" for k, v in storm.faults.items()) or "none reported by the simulator"
     return pd.DataFrame({

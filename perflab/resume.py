@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from perflab.api.client import ClientStats, FetchResult, empty_bars
+from perflab.api.errors import PolygonError
 from perflab.db.coverage import missing_ranges, record_coverage, stored_bars
 from perflab.timeframes import Timeframe
 
@@ -25,7 +26,13 @@ def fetch_missing(client, engine: Engine, symbol: str, tf: Timeframe, start: dat
     ranges = missing_ranges(engine, symbol, tf.name, start, end)
     stats, parts = ClientStats(), []
     for first, last in ranges:
-        got = client.get_aggregates(symbol, tf.multiplier, tf.timespan, first, last, limit=limit)
+        try:
+            got = client.get_aggregates(symbol, tf.multiplier, tf.timespan, first, last, limit=limit)
+        except PolygonError as exc:  # the failed range's cost plus what the earlier ranges cost
+            if exc.stats is not None:
+                stats.merge(exc.stats)
+            exc.stats = stats
+            raise
         stats.merge(got.stats)
         parts.append(got.bars)
     bars = pd.concat(parts, ignore_index=True) if any(len(p) for p in parts) else empty_bars()

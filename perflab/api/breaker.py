@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from perflab.api import errors
-from perflab.api.client import FetchResult, PolygonClient
+from perflab.api.client import ClientStats, FetchResult, PolygonClient
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 OUTAGE_ERRORS = (errors.ServerError, errors.TimeoutError, errors.ConnectionError, errors.MalformedResponseError)
@@ -187,38 +187,49 @@ class GuardedClient:
             self.report.failed_calls += outcome == "failure"
 
     def get_aggregates(self, *args, **kwargs) -> FetchResult:
-        """Like :meth:`PolygonClient.get_aggregates`, riding through an outage; extra attempts count as retries."""
+        """Like :meth:`PolygonClient.get_aggregates`, riding through an outage; extra attempts count as retries.
+
+        The requests of failed attempts are kept: merged into the result's stats, or into ``exc.stats`` on failure.
+        """
         breaker = self.breaker
         began = breaker.now()
         deadline = began + breaker.policy.max_wait_s
-        failed = 0
+        spent = ClientStats()
+        attempts = 0
         while True:
             if not breaker.allow():
                 wait = breaker.retry_in()
                 if breaker.now() + wait > deadline:
                     self._note(began, "gave_up", breaker.now() - began)
-                    raise CircuitOpenError(
+                    exc = CircuitOpenError(
                         f"the API stayed down for more than {breaker.policy.max_wait_s:.0f}s (circuit open): "
                         "check the API status, then run again with api.missing_only to fetch what is missing")
+                    exc.stats = spent
+                    raise exc
                 self._sleep(max(wait, breaker.policy.poll_s))
                 continue
             start = breaker.now()
+            if attempts:
+                spent.retries += 1
+            attempts += 1
             try:
                 result = self.client.get_aggregates(*args, **kwargs)
             except errors.PolygonError as exc:
+                if exc.stats is not None:
+                    spent.merge(exc.stats)
+                exc.stats = spent
                 if not is_outage(exc):
                     breaker.record_success()
                     self._note(start, "refused")
                     raise
                 breaker.record_failure(f"{type(exc).__name__}: {exc}")
-                failed += 1
                 self._note(start, "failure")
                 if breaker.now() > deadline:
                     raise
                 continue
             breaker.record_success()
             self._note(start, "success", start - began)
-            result.stats.retries += failed
+            result.stats.merge(spent)
             return result
 
 

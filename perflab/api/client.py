@@ -235,9 +235,10 @@ def _aggregates_body(resp: requests.Response, data: bytes) -> dict:
 
 
 def client_for(settings: PipelineSettings, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
-               **kw) -> PolygonClient:
-    """The client the settings ask for: backoff policy and pacing (toward ``rate_limit_per_s``) switched on or off."""
-    return PolygonClient(base_url, retry=RetryPolicy() if settings.backoff else None,
+               retry: RetryPolicy | None = None, **kw) -> PolygonClient:
+    """The client the settings ask for: backoff (``retry``, default :class:`RetryPolicy`) and pacing (toward
+    ``rate_limit_per_s``) switched on or off."""
+    return PolygonClient(base_url, retry=(retry or RetryPolicy()) if settings.backoff else None,
                          pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, **kw)
 
 
