@@ -1,7 +1,8 @@
 """Path A benchmark: how close each client setup gets to the rate-limit ceiling, and whether every bar arrives once.
 
 Runs the standard preset's jobs (25 symbols x 5 timeframes) over two weeks against a simulator with rate
-limit R and latency L, once per cumulative Path A step, and prints achieved requests/s (answered, not 429) as a ratio of the
+limit R and latency L, once per cumulative Path A step, and prints achieved requests/s (answered, not 429)
+as a ratio of the
 ceiling min(R, concurrency / L). Target for all fixes: >= 0.9 of the ceiling, 0 failed jobs, <= 5 429s,
 every bar the simulator holds fetched exactly once.
 

@@ -22,6 +22,7 @@ from perflab.api.errors import AuthError
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.outage import DbRetry
+from perflab.db.pool import connection_meter
 from perflab.db.writers import get_writer
 from perflab.errors import PerflabError
 from perflab.features import compute_features
@@ -65,9 +66,9 @@ class Workload:
         return [(s, tf) for s in self.symbols for tf in self.timeframes]
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
-        return d
+        """JSON-shaped (lists, ISO dates), so a saved workload equals a live one."""
+        return {"symbols": list(self.symbols), "timeframes": list(self.timeframes),
+                "start": self.start.isoformat(), "end": self.end.isoformat()}
 
 
 def _record_stats(record: JobRecord, st: ClientStats) -> None:
@@ -136,6 +137,7 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
         bar.update()
         return record
 
+    connection_meter.reset()
     sampler = ResourceSampler(engine if instrument else None, enabled=instrument).start()
     try:
         records = Dispatch.from_settings(settings, time_scale).run(jobs, one)
@@ -148,5 +150,5 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
         params={"workload": workload.to_dict(), "fixes": fixes.spec, "rollout": fixes.rollout,
                 "settings": asdict(settings), **(params or {})},
         environment=collect_environment(engine), jobs=records, intervals=list(timer.intervals),
-        resources=sampler.summary.to_dict(),
+        resources={**sampler.summary.to_dict(), "pool_checkouts_peak": connection_meter.peak},
     )

@@ -29,7 +29,6 @@ from perflab.presets import Preset, get_preset
 from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
 from perflab.simulator.process import fetch_stats
 
-
 HEADLESS_ENV = "PERFLAB_HEADLESS"
 
 
@@ -87,18 +86,24 @@ class Lab:
         self.results[label] = result
         return result
 
-    def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None,
-               reuse: list[RunResult] | None = None) -> RunSet:
-        """``n`` (default: the preset's ``repeats``) fresh runs of one configuration, for medians and spread.
+    def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None) -> RunSet:
+        """``n`` (default: the preset's ``repeats``) runs of one configuration, for medians and spread.
 
-        Runs in ``reuse`` (same configuration, e.g. the baseline notebook 01 saved) count toward ``n``.
+        Runs of the same fixes on the same workload already measured into this ``out_dir`` (by any notebook
+        of the report) count toward ``n``, so the suite never measures one configuration twice over.
         """
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
         label = label or fixset.spec
-        runs = list(reuse or [])
+        cache = self.out_dir / "runs" / f"{fixset.spec.replace(',', '+')}@{fixset.rollout:g}.json"
+        workload = self.workload.to_dict()
+        found = (RunSet.load(cache).runs if cache.exists() else []) + (self.saved_baseline() if fixset.spec == "none"
+                                                                      else [])
+        runs = list({r.run_id: r for r in found if r.params.get("workload") == workload
+                     and r.params.get("preset") == self.preset.name}.values())
         while len(runs) < (n or self.preset.repeats):
             runs.append(self.backfill(fixset, label=label))
-        return RunSet(label, runs)
+            RunSet(label, runs).save(cache)
+        return RunSet(label, runs[: n or self.preset.repeats])
 
     def saved_baseline(self) -> list[RunResult]:
         """The baseline run notebook 01 saved into this ``out_dir``, if any (to reuse, not re-run)."""

@@ -164,7 +164,8 @@ def verdict_section(out_dir: Path) -> str:
     table = baseline.runs[0].breakdown()
     rows = "".join(f"<tr><td>{st}</td><td>{baseline.median(st):.2f}s</td><td>{verdict.shares[st]:.0%}</td></tr>"
                    for st in table.index)
-    out.append(f"<h3>Baseline breakdown: {baseline.median('wall_seconds'):.1f}s wall, {len(baseline.runs[0].jobs)} jobs, "
+    out.append(f"<h3>Baseline breakdown: {baseline.median('wall_seconds'):.1f}s wall, "
+               f"{len(baseline.runs[0].jobs)} jobs, "
                f"{baseline.runs[0].rows_written:,} rows</h3>"
                f"<table><tr><th>stage</th><th>busy (median)</th><th>share</th></tr>{rows}</table>")
     return "".join(out)

@@ -17,7 +17,8 @@ def test_baseline_writes_every_bar_once_and_times_each_stage(clean_db, sim, tmp_
                          workload.start, workload.end))
         for s, tf in workload.jobs())
     with clean_db.connect() as conn:
-        stored = conn.execute(sa.text("SELECT count(*), count(DISTINCT (symbol, timeframe, time)) FROM market_data")).one()
+        stored = conn.execute(sa.text(
+            "SELECT count(*), count(DISTINCT (symbol, timeframe, time)) FROM market_data")).one()
     assert result.rows_written == expected == stored[0] == stored[1]
     busy = result.stage_seconds
     assert all(busy[s] > 0 for s in ("api", "db", "compute"))

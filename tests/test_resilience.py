@@ -82,7 +82,8 @@ def test_wrong_key_fails_fast_without_retries(clean_db, sim):
 
 def test_cli_wrong_key_is_one_line_and_nonzero(sim):
     proc = subprocess.run([sys.executable, "-m", "perflab.cli", "backfill", "--base-url", sim.url, "--symbols", "AAPL",
-                           "--timeframes", "1d", "--from", "2024-03-04", "--to", "2024-03-05", "--fixes", "api.backoff"],
+                           "--timeframes", "1d", "--from", "2024-03-04", "--to", "2024-03-05",
+                           "--fixes", "api.backoff"],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "POLYGON_API_KEY": "wrong-key-456"})
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,16 +22,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from perflab.db.migrate import index_statements, reset_data, set_indexes
-from perflab.db.pool import connection_meter
 from perflab.db.writers import COLUMNS, WRITERS, Batch, copy_text_payload, get_writer, prepare
 from perflab.errors import PerflabError
+
+if TYPE_CHECKING:
+    from perflab.measure.results import RunSet
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 5000, 10_000, 20_000)
 
 
 @dataclass(frozen=True)
 class StudySize:
-    """How many rows each study writes at a preset: small enough for CI at smoke, telling at standard.
+    """How many rows each study writes at a preset: small enough for CI at smoke, telling at standard
+    (``benchmarks/bench_db.py`` runs the big sizes).
 
     ``caps`` bounds the rows of the slow strategies, whose rate is measured on the first rows only.
     """
@@ -49,8 +53,8 @@ class StudySize:
             return cls(rows=5_000, caps={"orm_row": 300, "orm_bulk": 1_000, "execute_values": 2_000},
                        sweep_rows=10_000, sweep_sizes=(100, 250, 500, 1000, 2000, 5000, 10_000),
                        index_series=10, index_rows_per_series=500, repeats=2)
-        return cls(rows=100_000, caps={"orm_row": 2_000, "orm_bulk": 20_000, "execute_values": 50_000},
-                   sweep_rows=50_000, sweep_sizes=SWEEP_SIZES, index_series=50, index_rows_per_series=2_000,
+        return cls(rows=40_000, caps={"orm_row": 1_000, "orm_bulk": 5_000, "execute_values": 20_000},
+                   sweep_rows=40_000, sweep_sizes=SWEEP_SIZES, index_series=20, index_rows_per_series=1_000,
                    repeats=3)
 
 
@@ -273,33 +277,20 @@ def psql_binary() -> Path:
     return POSTGRES_BIN_PATH / "psql"
 
 
-PATH_B_STEPS = ("db.indexes", "db.indexes,db.bulk", "db.indexes,db.bulk,db.batch_size",
-                "db.indexes,db.bulk,db.batch_size,db.copy")
-
-
-def _progress_row(spec: str, runs: list, peaks: list[int]) -> dict:
+def _progress_row(spec: str, runs: list) -> dict:
     db = [r.stage_seconds["db"] for r in runs]
     settings = runs[-1].params["settings"]
     return {"fixes": spec, "writer": settings["writer"], "batch_size": settings["batch_size"],
             "indexes": settings["indexes"], "rows": runs[-1].rows_written, "db s (median)": float(np.median(db)),
             "min": min(db), "max": max(db), "db rows/s": runs[-1].rows_written / float(np.median(db)),
             "wall s": float(np.median([r.wall_seconds for r in runs])), "failures": sum(r.failures for r in runs),
-            "peak connections": max(peaks) if peaks else np.nan}
+            "peak connections": max(r.resources.get("pool_checkouts_peak", np.nan) for r in runs)}
 
 
-def fix_progression(backfill: Callable[[str], object], steps: Sequence[str] = PATH_B_STEPS, repeats: int = 1,
-                    baseline: object | None = None) -> pd.DataFrame:
-    """Run each fix set ``repeats`` times through ``backfill(spec) -> RunResult`` (the same workload each time)
-    and tabulate the db stage: median seconds with spread, rows/s, speed-up over ``baseline`` (a RunResult,
-    e.g. notebook 01's), failures and the peak of connections checked out of the pools."""
-    rows = [_progress_row("none (baseline)", [baseline], [])] if baseline is not None else []
-    for spec in steps:
-        runs, peaks = [], []
-        for _ in range(repeats):
-            connection_meter.reset()
-            runs.append(backfill(spec))
-            peaks.append(connection_meter.peak)
-        rows.append(_progress_row(spec, runs, peaks))
+def fix_progression(steps: Sequence[RunSet], baseline: RunSet) -> pd.DataFrame:
+    """Tabulate the db stage of each step's repeated runs (same workload): median seconds with spread, rows/s,
+    speed-up over ``baseline``, failures and the peak of connections checked out of the pools."""
+    rows = [_progress_row(f"{s.label}", s.runs) for s in (baseline, *steps)]
     table = pd.DataFrame(rows).set_index("fixes")
     table["db speed-up"] = table["db s (median)"].iloc[0] / table["db s (median)"]
     return table

@@ -2,12 +2,13 @@
 
 A change counts as significant only when it is bigger than the spread (max - min) of either side
 *and* bigger than ``min_effect`` of the before median. With one run on a side its noise is unknown:
-then only a change above ``single_run_effect`` (25%) counts, and the table says the noise is unknown. Runs of different workloads or environments are refused unless
-forced: their difference would not be the fix's.
+then only a change above ``single_run_effect`` (25%) counts, and the table says the noise is unknown.
+Runs of different workloads or environments are refused unless forced: their difference would not be the fix's.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -73,9 +74,11 @@ class Comparison:
 def differences(before: RunSet, after: RunSet) -> list[str]:
     """Why two run sets are not comparable (empty when they are)."""
     out = []
-    wb, wa = before.params.get("workload"), after.params.get("workload")
+    wb, wa = (json.loads(json.dumps(s.params.get("workload"), default=str)) for s in (before, after))
     if wb != wa:
-        out.append(f"workload differs ({wb} vs {wa})")
+        both_dicts = isinstance(wb, dict) and isinstance(wa, dict)
+        keys = sorted(k for k in set(wb) | set(wa) if wb.get(k) != wa.get(k)) if both_dicts else []
+        out.append(f"workload differs{' in ' + ', '.join(keys) if keys else ''}")
     for key in ENV_KEYS:
         if before.environment.get(key) != after.environment.get(key):
             out.append(f"environment {key} differs ({before.environment.get(key)} vs {after.environment.get(key)})")

@@ -126,6 +126,7 @@ class RunResult:
             "cpu_peak_pct": self.resources.get("cpu_peak_pct", float("nan")),
             "rss_peak_mb": self.resources.get("rss_peak_mb", float("nan")),
             "db_connections_peak": self.resources.get("db_connections_peak", float("nan")),
+            "pool_checkouts_peak": self.resources.get("pool_checkouts_peak", float("nan")),
             "failed_symbols": len({j.symbol for j in self.jobs if not j.ok}),
         }
 

@@ -90,7 +90,10 @@ def minute_bars(seed: int, ticker: str, day: date) -> BarArrays:
     open_ms = int(datetime.combine(day, SESSION_OPEN, NY).timestamp() * 1000)
     t = open_ms + minute.astype(np.int64) * 60_000
     keep = trades > 0
-    r = lambda a: np.round(a[keep], 4)
+
+    def r(a: np.ndarray) -> np.ndarray:
+        return np.round(a[keep], 4)
+
     return BarArrays(
         t[keep], r(open_), r(high), r(low), r(close), volume[keep].astype(float), r(vwap), trades[keep]
     )

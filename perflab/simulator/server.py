@@ -35,7 +35,8 @@ from perflab.simulator.config import SimulatorConfig
 from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, validate_faults
 from perflab.timeframes import TIMESPANS
 
-AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)/(?P<frm>[^/]+)/(?P<to>[^/]+)$")
+AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)"
+                       r"/(?P<frm>[^/]+)/(?P<to>[^/]+)$")
 # How many base bars one bar of each timespan stands for (``limit`` counts base bars, as Polygon's does).
 BASE_BARS = {"second": 1, "minute": 1, "hour": 60, "day": 1, "week": 5, "month": 21, "quarter": 63, "year": 252}
 CONFIG_ENV = "PERFLAB_SIM_CONFIG"
@@ -55,7 +56,8 @@ def _parse_bound(value: str, what: str, end: bool) -> tuple[int, date]:
     try:
         day = date.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"Could not parse the '{what}' parameter: use YYYY-MM-DD or a millisecond timestamp.") from None
+        raise BadRequest(
+            f"Could not parse the '{what}' parameter: use YYYY-MM-DD or a millisecond timestamp.") from None
     start = datetime.combine(day, datetime.min.time(), NY)
     ms = int(start.timestamp() * 1000)
     return (ms + 86_400_000 - 1 if end else ms), day
@@ -179,7 +181,8 @@ class Simulator:
 def _results(page: BarArrays) -> list[dict]:
     cols = [page.v.tolist(), page.vw.tolist(), page.o.tolist(), page.c.tolist(), page.h.tolist(),
             page.l.tolist(), page.t.tolist(), page.n.astype(np.int64).tolist()]
-    return [{"v": v, "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": t, "n": n} for v, vw, o, c, h, lo, t, n in zip(*cols)]
+    return [{"v": v, "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": t, "n": n}
+            for v, vw, o, c, h, lo, t, n in zip(*cols)]
 
 
 def _query_from_cursor(query: dict) -> dict:
@@ -323,7 +326,8 @@ class Handler(BaseHTTPRequestHandler):
         if spoil is None:
             self._send(200, body)
             return
-        self._send_bytes(200, _spoil(body, spoil, sim.pick), trickle_s=sim.faults.delay("slow_body_s") if spoil == "slow_body" else 0.0)
+        trickle_s = sim.faults.delay("slow_body_s") if spoil == "slow_body" else 0.0
+        self._send_bytes(200, _spoil(body, spoil, sim.pick), trickle_s=trickle_s)
 
 
 class SimulatorServer(ThreadingHTTPServer):
