@@ -57,9 +57,9 @@ PRESETS: dict[str, Preset] = {
             time_scale=0.005, repeats=2, description="CI size: 3 symbols x 3 timeframes x 2 days",
         ),
         Preset(
-            "standard", SYMBOLS_25, ("5m", "15m", "30m", "1h", "1d"), date(2024, 3, 4), date(2024, 3, 5),
+            "standard", SYMBOLS_25, ("5m", "15m", "30m", "1h", "1d"), date(2024, 3, 4), date(2024, 3, 4),
             time_scale=0.005, rate_limit_per_s=100.0, repeats=3,
-            description="the plan's 25 x 5 jobs (5m to 1d bars) over 2 trading days, latency scaled 1/200, "
+            description="the plan's 25 x 5 jobs (5m to 1d bars) over a trading day, latency scaled 1/200, "
                         "100 requests/s limit (a paid plan)",
         ),
         Preset(

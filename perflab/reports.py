@@ -6,8 +6,10 @@ import html
 import json
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,16 +74,32 @@ def export_html(notebook: Path, target: Path) -> Path:
     return target
 
 
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's stderr, and so its kernels', to a file: kernel chatter stays out of the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int) -> str | None:
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     os.environ[HEADLESS_ENV] = "1"  # kernels inherit it: no progress bars in the HTML reports
     try:
-        papermill.execute_notebook(
-            str(notebook), str(out_dir / notebook.name), parameters=parameters, kernel_name="python3",
-            execution_timeout=timeout, cwd=str(notebook.parent), progress_bar=False, log_output=False,
-        )
+        with _stderr_to(out_dir / "kernels.log"):
+            papermill.execute_notebook(
+                str(notebook), str(out_dir / notebook.name), parameters=parameters, kernel_name="python3",
+                execution_timeout=timeout, cwd=str(notebook.parent), progress_bar=False, log_output=False,
+            )
     except Exception as exc:  # papermill wraps kernel errors; the HTML of the partial run shows the cell
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         return redact(lines[-1] if lines else type(exc).__name__)

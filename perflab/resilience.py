@@ -30,7 +30,8 @@ from perflab.simulator.process import fetch_stats
 
 STORM_FAULTS = {"server_error_rate": 0.10, "reset_rate": 0.05, "burst_429_rate": 0.05, "slow_body_rate": 0.05,
                 "slow_body_s": 0.2, "malformed_rate": 0.05, "null_results_rate": 0.05, "duplicate_rate": 0.05}
-RESILIENT = "api.backoff,api.breaker,api.missing_only,db.retry"
+# db.copy: resilience, not write speed, is on trial here
+RESILIENT = "api.backoff,api.breaker,api.missing_only,db.retry,db.copy"
 
 
 def faults_injected(stats: dict) -> dict[str, int]:

@@ -15,9 +15,10 @@ def write_features(engine: Engine, symbol: str, timeframe: str, features: pd.Dat
     if features.empty:
         return 0
     cols = [c for c in features.columns if c != "time"]
-    frame = features.astype(object).where(features.notna(), None)
-    rows = [(symbol, timeframe, t.to_pydatetime(), *vals)
-            for t, vals in zip(features["time"], frame[cols].itertuples(index=False, name=None))]
+    values = features[cols].to_numpy(dtype=object, copy=True)
+    values[features[cols].isna().to_numpy()] = None  # NaN -> SQL NULL, in one vectorised step
+    times = pd.to_datetime(features["time"], utc=True).dt.to_pydatetime()
+    rows = [(symbol, timeframe, t, *vals) for t, vals in zip(times, values.tolist())]
     names = ", ".join(["symbol", "timeframe", "time", *cols])
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
     sql = (f"INSERT INTO quant_features ({names}) VALUES %s ON CONFLICT (symbol, timeframe, time) "

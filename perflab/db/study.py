@@ -55,7 +55,7 @@ class StudySize:
                        index_series=10, index_rows_per_series=500, repeats=2)
         return cls(rows=40_000, caps={"orm_row": 1_000, "orm_bulk": 5_000, "execute_values": 20_000},
                    sweep_rows=40_000, sweep_sizes=SWEEP_SIZES, index_series=20, index_rows_per_series=1_000,
-                   repeats=3)
+                   repeats=2)
 
 
 def synthetic_bars(n: int, start: str = "2024-01-02", freq: str = "1min", seed: int = 0) -> pd.DataFrame:
