@@ -58,8 +58,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "standard", SYMBOLS_25, ("5m", "15m", "30m", "1h", "1d"), date(2024, 3, 4), date(2024, 3, 4),
-            time_scale=0.005, rate_limit_per_s=100.0, repeats=3,
-            description="the plan's 25 x 5 jobs (5m to 1d bars) over a trading day, latency scaled 1/200, "
+            time_scale=0.0025, rate_limit_per_s=100.0, repeats=2,
+            description="the plan's 25 x 5 jobs (5m to 1d bars) over a trading day, latency scaled 1/400, "
                         "100 requests/s limit (a paid plan)",
         ),
         Preset(
