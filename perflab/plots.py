@@ -6,6 +6,7 @@ import base64
 import io
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -31,14 +32,22 @@ def breakdown_bar(result: RunResult, title: str | None = None) -> Figure:
     return fig
 
 
-def stacked_breakdown(runs: list[RunSet | RunResult], title: str = "Where the time goes") -> Figure:
-    """One stacked bar of median busy seconds per stage for each run set; whiskers span the wall-time spread."""
+def stacked_breakdown(runs: list[RunSet | RunResult], title: str = "Where the time goes",
+                      basis: str = "wall") -> Figure:
+    """One stacked bar per run set: median seconds per stage, whiskers spanning the wall-time spread.
+
+    ``basis="wall"`` stacks wall-clock attribution (overlapping stages split, plus idle), so a bar's
+    length is the run's wall time even with parallel workers; ``"busy"`` stacks busy seconds, which
+    add up to more than the wall time when stages overlap.
+    """
     sets = [r if isinstance(r, RunSet) else RunSet(r.label, [r]) for r in runs]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(sets) + 1.6))
+    stages = (*STAGES, "idle") if basis == "wall" else STAGES
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(sets) + 2.0))
     labels = [s.label for s in sets]
     left = [0.0] * len(sets)
-    for stage in STAGES:
-        vals = [s.median(stage) for s in sets]
+    for stage in stages:
+        vals = [float(np.median([(r.wall_stage_seconds if basis == "wall" else r.stage_seconds).get(stage, 0.0)
+                                 for r in s.runs])) for s in sets]
         ax.barh(labels, vals, left=left, label=stage, color=STAGE_COLORS[stage])
         left = [a + b for a, b in zip(left, vals)]
     walls = [s.median("wall_seconds") for s in sets]
@@ -46,9 +55,9 @@ def stacked_breakdown(runs: list[RunSet | RunResult], title: str = "Where the ti
     hi = [s.spread("wall_seconds")[1] - w for w, s in zip(walls, sets)]
     ax.errorbar(walls, labels, xerr=[lo, hi], fmt="k|", capsize=4, label="wall (median, min-max)")
     ax.invert_yaxis()
-    ax.set_xlabel("seconds (bars: busy per stage; marker: wall)")
+    ax.set_xlabel("wall seconds, split among the stages active" if basis == "wall" else "busy seconds per stage")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=5, fontsize="small", frameon=False)
     fig.tight_layout()
     return fig
 

@@ -176,7 +176,7 @@ def verdict_section(out_dir: Path) -> str:
         out.append(f"<p class='big'>{total.before:.2f}s → {total.after:.2f}s: <b>{total.improvement:.0%} less time"
                    f" ({total.speedup:.1f}x)</b>{sig} with all fixes · criteria passed: "
                    f"<b>{int(crit.sum())}/{len(crit)}</b></p>")
-        img = to_png_base64(stacked_breakdown([baseline, after], title="Baseline vs all fixes (median busy seconds)"))
+        img = to_png_base64(stacked_breakdown([baseline, after], title="Baseline vs all fixes: the wall time"))
         out.append(f"<img alt='baseline vs all fixes' src='data:image/png;base64,{img}'>")
     out.append(f"</div><p><small>{html.escape(machine)}</small></p>")
     table = baseline.runs[0].breakdown()

@@ -1,12 +1,17 @@
-"""The verdict must find a bottleneck we plant on purpose, on real runs (real simulator, real DB)."""
+"""On real runs (real simulator, real DB): the verdict finds a bottleneck we plant on purpose, and
+``perflab compare`` does not mistake noise for a change."""
 
+import subprocess
+import sys
 from datetime import date
 
 import pytest
 
 from perflab.api.client import PolygonClient
 from perflab.backfill import Workload, run_backfill
+from perflab.db.migrate import reset_data
 from perflab.fixes import FixSet
+from perflab.measure.results import RunSet
 from perflab.measure.verdict import classify
 from perflab.simulator import SimulatorConfig, start_simulator
 
@@ -33,3 +38,21 @@ def test_loop_features_with_a_fast_writer_gives_path_c(clean_db, fixes):
     many_bars = Workload(("AAPL", "MSFT"), ("1m",), date(2024, 3, 4), date(2024, 3, 6))
     verdict = classify(backfill(clean_db, 0.0, many_bars, fixes))
     assert verdict.path == "C", verdict
+
+
+def test_compare_calls_a_real_no_op_change_not_significant(clean_db, sim, tmp_path):
+    workload = Workload(("AAPL", "MSFT"), ("5m", "1h"), date(2024, 3, 4), date(2024, 3, 5))
+
+    def runs(label):
+        out = []
+        for _ in range(3):
+            reset_data(clean_db)
+            out.append(run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse("db.copy"), label=label))
+        return RunSet(label, out)
+
+    before, after = runs("before").save(tmp_path / "before.json"), runs("after").save(tmp_path / "after.json")
+    proc = subprocess.run([sys.executable, "-m", "perflab.cli", "compare", str(before), str(after)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    wall = next(line for line in proc.stdout.splitlines() if line.startswith("wall_seconds"))
+    assert wall.endswith("not significant"), proc.stdout

@@ -53,8 +53,8 @@ class StudySize:
             return cls(rows=5_000, caps={"orm_row": 300, "orm_bulk": 1_000, "execute_values": 2_000},
                        sweep_rows=10_000, sweep_sizes=(100, 250, 500, 1000, 2000, 5000, 10_000),
                        index_series=10, index_rows_per_series=500, repeats=2)
-        return cls(rows=40_000, caps={"orm_row": 1_000, "orm_bulk": 5_000, "execute_values": 20_000},
-                   sweep_rows=40_000, sweep_sizes=SWEEP_SIZES, index_series=20, index_rows_per_series=1_000,
+        return cls(rows=25_000, caps={"orm_row": 1_000, "orm_bulk": 5_000, "execute_values": 15_000},
+                   sweep_rows=20_000, sweep_sizes=SWEEP_SIZES, index_series=20, index_rows_per_series=1_000,
                    repeats=2)
 
 
