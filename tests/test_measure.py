@@ -76,7 +76,7 @@ def test_criteria_table_measures_and_marks_unmeasurable():
     assert table.loc["success rate", "passed"] is False or not table.loc["success rate", "passed"]
     assert not table.loc["error-rate increase", "passed"]
     assert table.loc["backfill 25x5 at plan scale", "passed"] is None
-    assert table.loc["DB insert rate", "measured"] == "500 rows/s"
+    assert table.loc["DB insert rate", "measured"] == "500 records/s"
 
 
 def test_run_set_roundtrip_and_single_result_loads_as_set(tmp_path):

@@ -62,7 +62,8 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("API latency p95", "< 1 s", _after("api_latency_p95_s"), lambda v: v < 1.0, "s",
               "latency is the simulator's, scaled by the preset's time_scale"),
     Criterion("API latency avg", "< 1 s", _after("api_latency_avg_s"), lambda v: v < 1.0, "s"),
-    Criterion("DB insert rate", "> 2,000 rows/s", _after("db_rows_per_s"), lambda v: v > 2000, "rows/s"),
+    Criterion("DB insert rate", "> 2,000 records/s", _after("db_records_per_s"), lambda v: v > 2000, "records/s",
+              "bars + feature rows per wall second attributed to the db stage"),
     Criterion("features per symbol", "< 1 s", _after("compute_s_per_symbol"), lambda v: v < 1.0, "s"),
     Criterion("failed symbols", "< 1", _after("failed_symbols"), lambda v: v < 1, ""),
     Criterion("timeouts", "0", _after("timeouts"), lambda v: v == 0, ""),
@@ -80,8 +81,8 @@ def _show(value: float | None, unit: str) -> str:
         return f"{value:.1%}"
     if unit == "pct":
         return f"{value:.0f}%"
-    if unit == "rows/s":
-        return f"{value:,.0f} rows/s"
+    if unit == "records/s":
+        return f"{value:,.0f} records/s"
     if unit == "s":
         return f"{value:.3g} s"
     if unit == "MB":
