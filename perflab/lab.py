@@ -86,7 +86,8 @@ class Lab:
         self.results[label] = result
         return result
 
-    def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None) -> RunSet:
+    def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None,
+               progress: bool | None = None) -> RunSet:
         """``n`` (default: the preset's ``repeats``) runs of one configuration, for medians and spread.
 
         Runs of the same fixes on the same workload already measured into this ``out_dir`` (by any notebook
@@ -101,7 +102,7 @@ class Lab:
         runs = list({r.run_id: r for r in found if r.params.get("workload") == workload
                      and r.params.get("preset") == self.preset.name}.values())
         while len(runs) < (n or self.preset.repeats):
-            runs.append(self.backfill(fixset, label=label))
+            runs.append(self.backfill(fixset, label=label, progress=progress))
             RunSet(label, runs).save(cache)
         return RunSet(label, runs[: n or self.preset.repeats])
 

@@ -1,6 +1,6 @@
 """Background sampling of CPU, memory and database connections while a run executes.
 
-A daemon thread wakes every ``interval_s`` (default 0.2 s, cheap next to any stage) and records
+A daemon thread wakes every ``interval_s`` (default 0.5 s, cheap next to any stage) and records
 system CPU %, the RSS of this process and its children, and the open/active connections to the
 run's database (from ``pg_stat_activity``, over a connection of its own that it does not count).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import psutil
 import sqlalchemy as sa
@@ -31,7 +32,8 @@ class ResourceSummary:
     rss_peak_mb: float = 0.0
     db_connections_peak: int = 0
     db_active_peak: int = 0
-    interval_s: float = 0.2
+    interval_s: float = 0.5
+    cpu_seconds: float = 0.0  # CPU time the sampler thread itself used: its direct cost
     timeline: list[tuple[float, float, float, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -49,13 +51,19 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+@lru_cache(maxsize=4)
+def _probe_engine(url: sa.engine.URL) -> Engine:
+    """One unpooled engine per database for the sampler, made once per process (not once per run)."""
+    return sa.create_engine(url, poolclass=NullPool)
+
+
 class ResourceSampler:
     """Samples resources in a background thread between ``start()`` and ``stop()`` (or as a context manager).
 
     ``summary`` holds the result; with ``enabled=False`` it starts no thread and records nothing.
     """
 
-    def __init__(self, engine: Engine | None = None, interval_s: float = 0.2, enabled: bool = True):
+    def __init__(self, engine: Engine | None = None, interval_s: float = 0.5, enabled: bool = True):
         self.enabled = enabled
         self.interval_s = interval_s
         self._engine = engine
@@ -68,9 +76,8 @@ class ResourceSampler:
     def _db_probe(self):
         if self._engine is None:
             return None
-        probe = sa.create_engine(self._engine.url, poolclass=NullPool)
         try:
-            return probe.connect()
+            return _probe_engine(self._engine.url).connect()
         except sa.exc.SQLAlchemyError:
             return None
 
@@ -94,6 +101,7 @@ class ResourceSampler:
         s.timeline.append((round(time.perf_counter() - origin, 3), cpu, round(rss / 2**20, 1), int(total)))
 
     def _loop(self) -> None:
+        started = time.thread_time()
         conn = self._db_probe()
         origin = time.perf_counter()
         psutil.cpu_percent(None)
@@ -104,6 +112,7 @@ class ResourceSampler:
         finally:
             if conn is not None:
                 conn.close()
+            self.summary.cpu_seconds = time.thread_time() - started
 
     def start(self) -> ResourceSampler:
         if self.enabled:
