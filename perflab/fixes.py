@@ -152,12 +152,6 @@ class FixSet:
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
-    def with_fix(self, name: str) -> FixSet:
-        return FixSet.parse([*self.names, name], self.rollout)
-
-    def without(self, name: str) -> FixSet:
-        return FixSet(self.names - {name}, self.rollout)
-
     def in_rollout(self, symbol: str) -> bool:
         """Whether the per-symbol fixes apply to ``symbol`` under the rollout fraction (stable hash)."""
         return self.rollout >= 1.0 or stable_fraction(symbol) < self.rollout

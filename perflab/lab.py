@@ -47,11 +47,11 @@ class Lab:
     def workload(self) -> Workload:
         return Workload.from_preset(self.preset)
 
-    def client(self, fixes: FixSet | None = None, **kw) -> PolygonClient | GuardedClient:
-        """A client for this lab's API: backoff and pacing (toward the preset's rate limit) as the fixes say,
-        guarded by the circuit breaker when ``api.breaker`` is on."""
+    def client(self, fixes: FixSet | None = None, base_url: str | None = None, **kw) -> PolygonClient | GuardedClient:
+        """A client for this lab's API (or ``base_url``): backoff and pacing (toward the preset's rate limit) as the
+        fixes say, guarded by the circuit breaker when ``api.breaker`` is on."""
         settings = (fixes or FixSet()).settings()
-        client = client_for(settings, self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s, **kw)
+        client = client_for(settings, base_url or self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s, **kw)
         return guard(client, settings.breaker)
 
     def server_stats(self) -> dict:
@@ -59,8 +59,10 @@ class Lab:
 
     def backfill(self, fixes: str | FixSet = "none", label: str | None = None, *, fresh: bool = True,
                  workload: Workload | None = None, progress: bool | None = None,
-                 instrument: bool = True) -> RunResult:
+                 instrument: bool = True, base_url: str | None = None) -> RunResult:
         """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare.
+
+        ``base_url`` points it at another API than the lab's (e.g. a simulator injecting faults).
 
         A progress bar shows unless ``perflab run`` executes the notebook headlessly (``PERFLAB_HEADLESS``).
         """
@@ -70,15 +72,16 @@ class Lab:
         label = label or fixset.spec
         if fresh:
             reset_data(self.engine)
-        before = self.server_stats()
-        client = self.client(fixset)
+        base_url = base_url or self.base_url
+        before = fetch_stats(base_url)
+        client = self.client(fixset, base_url)
         try:
             result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
                                   params={"preset": self.preset.name}, progress=progress, instrument=instrument,
                                   time_scale=self.preset.time_scale)
         finally:
             client.close()
-        after = self.server_stats()
+        after = fetch_stats(base_url)
         if isinstance(client, GuardedClient):
             result.params["breaker"] = client.report.to_dict()
         result.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}

@@ -18,7 +18,6 @@ from perflab.api.client import client_for
 from perflab.api.dispatch import Dispatch
 from perflab.fixes import FixSet
 from perflab.lab import Lab
-from perflab.measure.results import RunResult
 
 
 @dataclass(frozen=True)
@@ -40,16 +39,6 @@ STEPS = (
          "(beyond the plan) fewer pages per job"),
 )
 PATH_A_ALL = STEPS[-1].fixes
-
-
-def load_or_run_baseline(lab: Lab) -> RunResult:
-    """The full baseline backfill: ``out_dir/baseline.json`` from notebook 01 when present, else run now."""
-    path = lab.out_dir / "baseline.json"
-    if path.exists():
-        return RunResult.load(path)
-    result = lab.backfill("none", label="baseline", progress=False)
-    lab.save(result, "baseline")
-    return result
 
 
 def fetch_step(lab: Lab, fixes: str, label: str) -> FetchRun:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from perflab.api.breaker import OPEN, BreakerPolicy, CircuitBreaker, GuardedClient
-from perflab.api.breaker import guard as breaker_guard
 from perflab.api.client import RetryPolicy, client_for
 from perflab.backfill import run_backfill
 from perflab.chaos import BarAudit, KillResult, SimulatorOutage, audit_bars, kill_backfill
@@ -26,7 +25,6 @@ from perflab.fixes import FixSet
 from perflab.lab import Lab
 from perflab.measure.results import RunResult
 from perflab.simulator import SimulatorConfig, start_simulator
-from perflab.simulator.process import fetch_stats
 
 STORM_FAULTS = {"server_error_rate": 0.10, "reset_rate": 0.05, "burst_429_rate": 0.05, "slow_body_rate": 0.05,
                 "slow_body_s": 0.2, "malformed_rate": 0.05, "null_results_rate": 0.05, "duplicate_rate": 0.05}
@@ -69,32 +67,12 @@ class StormResult:
         return pd.DataFrame(rows).T
 
 
-def _backfill(lab: Lab, base_url: str, fixes: str, label: str) -> RunResult:
-    """A fresh backfill of the lab's workload against ``base_url``, with the client the fixes ask for."""
-    fixset = FixSet.parse(fixes)
-    settings = fixset.settings()
-    client = breaker_guard(client_for(settings, base_url, rate_limit_per_s=lab.preset.rate_limit_per_s),
-                           settings.breaker)
-    reset_data(lab.engine)
-    before = fetch_stats(base_url)
-    try:
-        run = run_backfill(lab.workload, client, lab.engine, fixset, label=label, params={"preset": lab.preset.name},
-                           time_scale=lab.preset.time_scale)
-    finally:
-        client.close()
-    after = fetch_stats(base_url)
-    run.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    if isinstance(client, GuardedClient):
-        run.params["breaker"] = client.report.to_dict()
-    return run
-
-
 def fault_storm(lab: Lab, faults: dict | None = None, fixes: str = RESILIENT) -> StormResult:
     """Backfill with ``fixes`` on a clean simulator, then on one injecting ``faults`` (seeded)."""
     faults = STORM_FAULTS if faults is None else faults
-    clean = _backfill(lab, lab.base_url, fixes, "clean")
+    clean = lab.backfill(fixes, "clean", progress=False)
     with start_simulator(SimulatorConfig.for_preset(lab.preset, faults=faults)) as sim:
-        storm = _backfill(lab, sim.url, fixes, "fault storm")
+        storm = lab.backfill(fixes, "fault storm", progress=False, base_url=sim.url)
     storm.params["faults"] = faults
     return StormResult(clean, storm, faults_injected(storm.server_stats), audit_bars(lab.engine, lab.workload))
 
