@@ -35,7 +35,7 @@ class ParallelPolicy:
     """How many worker processes, the least work per worker worth shipping, the least cores worth it.
 
     Defaults from ``benchmarks/bench_features.py`` on the 2-core lab machine: on the standard panel
-    (412k bars) two workers measured 0.99x the in-process vectorized code (start-up ~2 s, paid
+    (412k bars) two workers measured slower than the in-process vectorized code (start-up ~0.7 s, paid
     once), so below 4 usable cores the default stays in-process.
     """
 
