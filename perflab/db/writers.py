@@ -25,6 +25,7 @@ from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from perflab.db import binary_copy
 from perflab.db.engine import driver_engine
 from perflab.db.models import MarketData
 from perflab.db.transactions import RETRY, raw_transaction
@@ -33,7 +34,6 @@ from perflab.errors import InputError
 BAR_FIELDS = ("time", "open", "high", "low", "close", "volume", "vwap", "transactions")
 COLUMNS = ("symbol", "timeframe", *BAR_FIELDS)
 FLOAT_FIELDS = ("open", "high", "low", "close", "volume", "vwap")
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in microseconds since 1970: binary COPY's time zero
 _LOCK_SPACE = 7_300_302  # advisory locks (space, hash(symbol|timeframe)) serialise COPY writers of one series
 _STAGE = "market_data_stage"
 
@@ -84,16 +84,19 @@ class Batch:
 
 
 def prepare(bars: pd.DataFrame) -> pd.DataFrame:
-    """The bar columns, one row per time (the last wins), oldest first: every strategy writes exactly these."""
+    """The bar columns, one row per time (the last wins), oldest first: every strategy writes exactly these.
+
+    Bars from the client are already sorted and unique; checking that is far cheaper than sorting again.
+    """
     missing = [f for f in BAR_FIELDS if f not in bars.columns]
     if missing:
         raise InputError(f"bars lack column(s) {', '.join(missing)}: pass the client's bars frame")
-    frame = bars.loc[:, list(BAR_FIELDS)].drop_duplicates("time", keep="last").sort_values("time")
-    frame = frame.reset_index(drop=True)
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
-    frame[list(FLOAT_FIELDS)] = frame[list(FLOAT_FIELDS)].astype("float64")
-    frame["transactions"] = frame["transactions"].astype("Int64")
-    return frame
+    if not (bars["time"].is_monotonic_increasing and bars["time"].is_unique):
+        bars = bars.drop_duplicates("time", keep="last").sort_values("time")
+    data = {"time": pd.to_datetime(bars["time"], utc=True).array}
+    data.update({f: bars[f].to_numpy(dtype=np.float64) for f in FLOAT_FIELDS})
+    data["transactions"] = bars["transactions"].astype("Int64").array
+    return pd.DataFrame(data)
 
 
 def batches(symbol: str, timeframe: str, bars: pd.DataFrame, batch_size: int | None) -> Iterator[Batch]:
@@ -155,45 +158,13 @@ def copy_text_payload(batch: Batch) -> bytes:
     return ("\n".join(map(",".join, zip(*fields))) + "\n").encode()
 
 
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
-_BINARY_TRAILER = b"\xff\xff"
-
-
 def copy_binary_payload(batch: Batch) -> bytes:
-    """The batch in COPY's binary format, built with numpy: one fixed-size record layout per NULL pattern."""
-    n = len(batch)
-    values: dict[str, tuple[str, np.ndarray | bytes, np.ndarray]] = {}
-    for name, text in (("symbol", batch.symbol), ("timeframe", batch.timeframe)):
-        raw = text.encode()
-        values[name] = (f"S{len(raw)}", raw, np.zeros(n, dtype=bool))
-    naive = batch.frame["time"].dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    micros = naive.astype(np.int64) - PG_EPOCH_US
-    values["time"] = (">i8", micros, np.zeros(n, dtype=bool))
-    for name in FLOAT_FIELDS:
-        col = batch.frame[name].to_numpy(dtype=np.float64)
-        values[name] = (">f8", col, np.isnan(col))
-    tx = batch.frame["transactions"]
-    values["transactions"] = (">i8", tx.to_numpy(dtype=np.int64, na_value=0), tx.isna().to_numpy())
-    codes = sum(values[c][2].astype(np.int64) << i for i, c in enumerate(COLUMNS))
-    parts = [_BINARY_HEADER]
-    for code in np.unique(codes):
-        rows = np.flatnonzero(codes == code)
-        pattern = [bool(code >> i & 1) for i in range(len(COLUMNS))]
-        fields = [("nfields", ">i2")]
-        for col, is_null in zip(COLUMNS, pattern):
-            fields.append((f"{col}_len", ">i4"))
-            if not is_null:
-                fields.append((col, values[col][0]))
-        record = np.empty(len(rows), dtype=fields)
-        record["nfields"] = len(COLUMNS)
-        for col, is_null in zip(COLUMNS, pattern):
-            dtype, data, _ = values[col]
-            record[f"{col}_len"] = -1 if is_null else np.dtype(dtype).itemsize
-            if not is_null:
-                record[col] = data if isinstance(data, bytes) else data[rows]
-        parts.append(record.tobytes())
-    parts.append(_BINARY_TRAILER)
-    return b"".join(parts)
+    """The batch in COPY's binary format (see :mod:`perflab.db.binary_copy`)."""
+    frame = batch.frame
+    return binary_copy.encode([
+        binary_copy.text(batch.symbol), binary_copy.text(batch.timeframe), binary_copy.timestamptz(frame["time"]),
+        *(binary_copy.float8(frame[name]) for name in FLOAT_FIELDS), binary_copy.int8(frame["transactions"]),
+    ], len(batch))
 
 
 def _copy_target(cur, batch: Batch, placeholder: str) -> str:
