@@ -21,9 +21,11 @@ Ranges = list[tuple[date, date]]
 
 
 def fetch_missing(client, engine: Engine, symbol: str, tf: Timeframe, start: date, end: date, *,
-                  limit: int = 5000) -> tuple[FetchResult, Ranges]:
-    """Fetch the uncovered day ranges of [start, end]; returns the bars and the ranges fetched."""
-    ranges = missing_ranges(engine, symbol, tf.name, start, end)
+                  limit: int = 5000, ranges: Ranges | None = None) -> tuple[FetchResult, Ranges]:
+    """Fetch the uncovered day ranges of [start, end] (``ranges`` when the caller already asked the
+    database for a whole backfill); returns the bars and the ranges fetched."""
+    if ranges is None:
+        ranges = missing_ranges(engine, symbol, tf.name, start, end)
     stats, parts = ClientStats(), []
     for first, last in ranges:
         try:

@@ -28,22 +28,35 @@ def _stored_count(conn: Connection, symbol: str, timeframe: str, first: date, la
         {"s": symbol, "tf": timeframe, "a": day_start(first), "b": day_start(last + timedelta(1))}).scalar_one()
 
 
-def covered_days(engine: Engine, symbol: str, timeframe: str) -> set[date]:
-    """Days recorded complete whose bars are all still stored (an emptied table invalidates its entries)."""
-    days: set[date] = set()
+Series = tuple[str, str]
+
+
+def covered_days_many(engine: Engine, series: list[Series]) -> dict[Series, set[date]]:
+    """Per (symbol, timeframe): days recorded complete whose bars are all still stored (an emptied table
+    invalidates its entries). One query for all the series, counts included."""
+    days: dict[Series, set[date]] = {s: set() for s in series}
+    if not series:
+        return days
     with engine.connect() as conn:
         entries = conn.execute(sa.text(
-            "SELECT first_day, last_day, rows FROM fetch_coverage WHERE symbol = :s AND timeframe = :tf"),
-            {"s": symbol, "tf": timeframe}).all()
-        for first, last, rows in entries:
-            if rows == 0 or _stored_count(conn, symbol, timeframe, first, last) >= rows:
-                days.update(first + timedelta(d) for d in range((last - first).days + 1))
+            "SELECT c.symbol, c.timeframe, c.first_day, c.last_day, c.rows, (SELECT count(*) FROM market_data m "
+            "WHERE m.symbol = c.symbol AND m.timeframe = c.timeframe "
+            "AND m.time >= (c.first_day::timestamp AT TIME ZONE 'America/New_York') "
+            "AND m.time < ((c.last_day + 1)::timestamp AT TIME ZONE 'America/New_York')) "
+            "FROM fetch_coverage c WHERE c.symbol = ANY(:symbols) AND c.timeframe = ANY(:timeframes)"),
+            {"symbols": sorted({s for s, _ in series}), "timeframes": sorted({t for _, t in series})}).all()
+    for symbol, timeframe, first, last, rows, stored in entries:
+        if (symbol, timeframe) in days and (rows == 0 or stored >= rows):
+            days[symbol, timeframe].update(first + timedelta(d) for d in range((last - first).days + 1))
     return days
 
 
-def missing_ranges(engine: Engine, symbol: str, timeframe: str, start: date, end: date) -> list[tuple[date, date]]:
-    """The contiguous runs of days in [start, end] not yet covered, oldest first."""
-    covered = covered_days(engine, symbol, timeframe)
+def covered_days(engine: Engine, symbol: str, timeframe: str) -> set[date]:
+    """Days recorded complete for one series (see :func:`covered_days_many`)."""
+    return covered_days_many(engine, [(symbol, timeframe)])[symbol, timeframe]
+
+
+def _uncovered(covered: set[date], start: date, end: date) -> list[tuple[date, date]]:
     ranges: list[tuple[date, date]] = []
     for d in (start + timedelta(i) for i in range((end - start).days + 1)):
         if d in covered:
@@ -55,13 +68,30 @@ def missing_ranges(engine: Engine, symbol: str, timeframe: str, start: date, end
     return ranges
 
 
+def missing_ranges(engine: Engine, symbol: str, timeframe: str, start: date, end: date) -> list[tuple[date, date]]:
+    """The contiguous runs of days in [start, end] not yet covered, oldest first."""
+    return _uncovered(covered_days(engine, symbol, timeframe), start, end)
+
+
+def missing_ranges_many(engine: Engine, series: list[Series], start: date, end: date) -> dict[Series, list]:
+    """:func:`missing_ranges` of many series in one query: what a whole backfill still has to fetch."""
+    return {s: _uncovered(days, start, end) for s, days in covered_days_many(engine, series).items()}
+
+
+def final_range(first: date, last: date, today: date | None = None) -> tuple[date, date] | None:
+    """The part of [first, last] that can be recorded complete: days from today on are never final."""
+    today = today or datetime.now(NY).date()
+    last = min(last, today - timedelta(1))
+    return None if last < first else (first, last)
+
+
 def record_coverage(engine: Engine, symbol: str, timeframe: str, first: date, last: date,
                     today: date | None = None) -> None:
     """Mark [first, last] complete with the bars now stored there; days from today on are never final."""
-    today = today or datetime.now(NY).date()
-    last = min(last, today - timedelta(1))
-    if last < first:
+    span = final_range(first, last, today)
+    if span is None:
         return
+    first, last = span
     with engine.begin() as conn:
         rows = _stored_count(conn, symbol, timeframe, first, last)
         conn.execute(sa.text(
