@@ -19,6 +19,7 @@ from tqdm import tqdm
 from perflab.api.client import ClientStats, PolygonClient
 from perflab.api.dispatch import Dispatch
 from perflab.api.errors import AuthError
+from perflab.db.coverage import missing_ranges_many
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.outage import DbRetry
@@ -27,12 +28,13 @@ from perflab.db.writers import get_writer
 from perflab.errors import PerflabError
 from perflab.features import compute_features
 from perflab.fixes import FixSet
+from perflab.group_commit import GroupCommitter, Handover
 from perflab.measure.environment import collect_environment
 from perflab.measure.resources import ResourceSampler
 from perflab.measure.results import JobRecord, RunResult
 from perflab.measure.timing import StageTimer
 from perflab.presets import Preset, check_range, parse_date
-from perflab.redact import redact
+from perflab.redact import describe_error
 from perflab.resume import feature_input, fetch_missing, mark_done
 from perflab.timeframes import parse_timeframe
 
@@ -77,9 +79,10 @@ def _record_stats(record: JobRecord, st: ClientStats) -> None:
 
 
 def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonClient, engine: Engine,
-             fixes: FixSet, timer: StageTimer) -> JobRecord:
+             fixes: FixSet, timer: StageTimer, committer: GroupCommitter | None = None,
+             missing: dict | None = None) -> JobRecord:
     settings = fixes.settings(symbol)
-    tf = parse_timeframe(timeframe)
+    tf, job = parse_timeframe(timeframe), (symbol, timeframe)
     record = JobRecord(symbol, timeframe)
     db = DbRetry(engine, enabled=settings.db_retry)
     run_timer, timer = timer, timer.child()
@@ -87,11 +90,15 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
         with timer.stage("api"):
             if settings.missing_only:
                 fetched, todo = fetch_missing(client, engine, symbol, tf, workload.start, workload.end,
-                                              limit=settings.page_limit)
+                                              limit=settings.page_limit, ranges=(missing or {}).get(job))
             else:
                 fetched, todo = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start,
                                                       workload.end, limit=settings.page_limit), None
         _record_stats(record, fetched.stats)
+        whole = todo is None or todo == [(workload.start, workload.end)]
+        if committer is not None and whole:  # the fetched bars are the whole range: features need no read-back
+            committer.hand_over(Handover(record, fetched.bars, todo or []))
+            return _finish(record, db, timer, run_timer)
         with timer.stage("db"):
             record.rows = db.write_bars(get_writer(settings.writer), symbol, timeframe, fetched.bars,
                                         settings.batch_size, skip_stored=settings.missing_only)
@@ -108,9 +115,13 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
         if getattr(exc, "stats", None) is not None:  # a failed fetch still cost requests and retries
             _record_stats(record, exc.stats)
-        record.error = f"{type(exc).__name__}: {redact(str(exc).strip().splitlines()[0] if str(exc).strip() else exc)}"
+        record.error = describe_error(exc)
+    return _finish(record, db, timer, run_timer)
+
+
+def _finish(record: JobRecord, db: DbRetry, timer: StageTimer, run_timer: StageTimer) -> JobRecord:
     record.retries += db.retries
-    record.stages = timer.busy()
+    record.stages = {**timer.busy(), **record.stages}
     run_timer.intervals.extend(timer.intervals)
     return record
 
@@ -132,8 +143,16 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
     jobs = workload.jobs()
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
 
+    missing = None
+    if settings.missing_only:  # one coverage query for the whole run instead of one per job
+        with timer.stage("db"):
+            missing = DbRetry(engine, enabled=settings.db_retry).run(
+                lambda: missing_ranges_many(engine, jobs, workload.start, workload.end))
+    committer = (GroupCommitter(engine, timer, settings.feature_impl, settings.db_retry).start()
+                 if settings.group_commit else None)
+
     def one(job: tuple[str, str]) -> JobRecord:
-        record = _run_job(*job, workload, client, engine, fixes, timer)
+        record = _run_job(*job, workload, client, engine, fixes, timer, committer, missing)
         bar.update()
         return record
 
@@ -142,6 +161,8 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
     try:
         records = Dispatch.from_settings(settings, time_scale).run(jobs, one)
     finally:
+        if committer is not None:
+            committer.close()
         bar.close()
         sampler.stop()
     wall = time.perf_counter() - timer.origin

@@ -31,6 +31,7 @@ class PipelineSettings:
     writer: str = "orm_row"
     batch_size: int | None = None
     feature_impl: str = "loop"
+    group_commit: bool = False
     breaker: bool = False
     db_retry: bool = False
 
@@ -67,6 +68,8 @@ FIXES: dict[str, Fix] = {
         Fix("db.batch_size", "B", "write in batches of the size the sweep found best", _set(batch_size=5000)),
         Fix("db.copy", "B", "binary COPY into the table (staging merge where the range overlaps)",
             _set(writer="copy_binary")),
+        Fix("db.group_commit", "B", "one thread computes and stores many jobs per transaction while workers fetch",
+            _set(group_commit=True), per_symbol=False),
         Fix("compute.vectorized", "C", "pandas/numpy features over whole arrays", _set(feature_impl="vectorized")),
         Fix("compute.parallel", "C", "vectorized features spread over a process pool",
             _set(feature_impl="parallel"), per_symbol=False),

@@ -47,3 +47,9 @@ def redact(text: object) -> str:
     s = _BEARER.sub(lambda m: f"{m[1]}{MASK}", s)
     s = _DSN_PASSWORD.sub(lambda m: f"{m[1]}{MASK}", s)
     return s
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, redacted: what a failed job records."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {redact(text.splitlines()[0] if text else exc)}"
