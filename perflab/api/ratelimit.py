@@ -13,6 +13,11 @@ from collections import deque
 from collections.abc import Callable
 
 
+def rate_limit_floor(requests: float, rate: float, burst: float) -> float:
+    """The least wall time ``requests`` can take through a bucket of ``rate``/s holding ``burst`` tokens."""
+    return max(0.0, requests - burst) / rate
+
+
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up. Thread-safe; ``clock`` is injectable for tests."""
 

@@ -29,6 +29,11 @@ class SimulatorConfig:
     retry_after: bool = True
     faults: dict = field(default_factory=dict)
 
+    @property
+    def burst(self) -> float:
+        """Tokens the rate-limit bucket holds (meaningful only with a rate limit)."""
+        return self.rate_limit_burst or max(1.0, (self.rate_limit_per_s or 0.0) / 10)
+
     @classmethod
     def for_preset(cls, preset: Preset, **overrides) -> SimulatorConfig:
         base = cls(latency_s=preset.latency_s, time_scale=preset.time_scale, rate_limit_per_s=preset.rate_limit_per_s)

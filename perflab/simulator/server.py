@@ -113,7 +113,7 @@ class Simulator:
             bucket = self._buckets.get(key)
             if bucket is None:
                 rate = self.config.rate_limit_per_s
-                bucket = self._buckets[key] = TokenBucket(rate, self.config.rate_limit_burst or max(1.0, rate / 10))
+                bucket = self._buckets[key] = TokenBucket(rate, self.config.burst)
         return bucket.try_take()
 
     def in_outage(self) -> bool:
