@@ -85,17 +85,21 @@ def _copy(cur, table: str, columns: Sequence[str], payload: bytes, spans: list[t
         cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} ON CONFLICT {merge}")
 
 
+def _utc(moment) -> np.datetime64:
+    return np.datetime64(pd.Timestamp(moment).tz_convert("UTC").tz_localize(None), "us")
+
+
 def _coverage_rows(items: Sequence[SeriesWrite], today: date | None) -> list[tuple]:
+    """(symbol, timeframe, first day, last day, bars in those days) for every final range of every item."""
     rows = []
     for item in items:
-        times = pd.to_datetime(item.bars["time"], utc=True) if len(item.bars) else pd.Series([], dtype=object)
+        times = item.bars["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         for first, last in item.ranges:
             span = final_range(first, last, today)
             if span is None:
                 continue
-            a, b = day_start(span[0]), day_start(span[1] + timedelta(days=1))
-            count = int(((times >= a) & (times < b)).sum()) if len(times) else 0
-            rows.append((item.symbol, item.timeframe, span[0], span[1], count))
+            a, b = np.searchsorted(times, [_utc(day_start(span[0])), _utc(day_start(span[1] + timedelta(days=1)))])
+            rows.append((item.symbol, item.timeframe, span[0], span[1], int(b - a)))
     return rows
 
 
