@@ -1,10 +1,11 @@
 import logging
 from datetime import date
 
+import pandas as pd
 import pytest
 
 from perflab.api import errors
-from perflab.api.client import PolygonClient
+from perflab.api.client import PolygonClient, bars_frame
 from perflab.errors import ConfigError
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.bars import bars_between
@@ -52,3 +53,13 @@ def test_api_key_never_leaks(caplog, capsys):
     text = caplog.text + capsys.readouterr().err + str(info.value) + repr(info.value) + (info.value.body or "")
     assert SENTINEL not in text
     assert SENTINEL not in repr(client)
+
+
+def test_bars_frame_is_the_same_whether_pages_come_sorted_or_not():
+    rows = [{"t": 1709560800000 + i * 60000, "o": 1.0 + i, "h": 2.0 + i, "l": 0.5, "c": 1.5, "v": 10.0 * i,
+             **({"vw": 1.25} if i % 3 else {}), **({"n": i} if i % 4 else {"n": None})} for i in range(40)]
+    shuffled = list(reversed(rows)) + rows[5:9]  # unsorted, with duplicates: the pandas path
+    fast, slow = bars_frame(rows), bars_frame(shuffled)
+    assert fast["time"].is_monotonic_increasing and len(fast) == 40
+    assert fast["vwap"].isna().sum() == 14 and (fast["transactions"] == 0).sum() == 10
+    pd.testing.assert_frame_equal(fast, slow)
