@@ -131,15 +131,16 @@ class Lab:
             self.simulator = None
 
 
-def open_lab(preset: str = "smoke", base_url: str | None = None, out_dir: str | None = None) -> Lab:
-    """Validate notebook parameters and bring up what the notebook needs."""
-    if not isinstance(preset, str):
+def open_lab(preset: str | Preset = "smoke", base_url: str | None = None, out_dir: str | None = None) -> Lab:
+    """Validate notebook parameters and bring up what the notebook needs (a ``Preset`` object: a variant
+    of a named preset, e.g. without its rate limit, for a benchmark)."""
+    if not isinstance(preset, (str, Preset)):
         raise InputError(f"parameter preset must be a preset name (str), got {type(preset).__name__}")
     if base_url is not None and not isinstance(base_url, str):
         raise InputError(f"parameter base_url must be a URL string or None, got {type(base_url).__name__}")
     if out_dir is not None and not isinstance(out_dir, (str, Path)):
         raise InputError(f"parameter out_dir must be a path string or None, got {type(out_dir).__name__}")
-    p = get_preset(preset)
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
     engine = get_engine()
     apply_schema(engine)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="perflab-"))
