@@ -27,6 +27,7 @@ from perflab.redact import describe_error
 
 MAX_GROUP_ROWS = 50_000
 """Bars in one group at most: a bigger backlog is committed in several transactions."""
+COMMIT_THREADS = 2
 
 
 @dataclass
@@ -39,36 +40,46 @@ class Handover:
 
 
 class GroupCommitter:
-    """A background thread that stores handed-over jobs a group at a time (start, hand over, close)."""
+    """Background threads that store handed-over jobs a group at a time (start, hand over, close).
 
-    def __init__(self, engine: Engine, timer: StageTimer, feature_impl: str, db_retry: bool = False) -> None:
+    ``threads`` committers take groups from one queue; while one waits on the database (the GIL is
+    free then) another prepares its group, so the database work keeps pace with the fetching.
+    """
+
+    def __init__(self, engine: Engine, timer: StageTimer, feature_impl: str, db_retry: bool = False,
+                 threads: int = COMMIT_THREADS) -> None:
         self.engine, self.timer, self.feature_impl, self.db_retry = engine, timer, feature_impl, db_retry
-        self.groups = 0
         self._queue: queue.Queue[Handover | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+        self._threads = [threading.Thread(target=self._loop, name=f"group-commit-{k}", daemon=True)
+                         for k in range(threads)]
 
     def start(self) -> GroupCommitter:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def hand_over(self, item: Handover) -> None:
         self._queue.put(item)
 
     def close(self) -> None:
-        """Store everything handed over, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join()
+        """Store everything handed over, then stop the threads (one end marker each)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def _loop(self) -> None:
         done = False
         while not done:
-            group = [self._queue.get()]
-            rows = len(group[0].bars) if group[0] else 0
-            while rows < MAX_GROUP_ROWS and not self._queue.empty():
-                group.append(self._queue.get_nowait())
-                rows += len(group[-1].bars) if group[-1] else 0
-            done = group[-1] is None
-            items = [g for g in group if g is not None]
+            items: list[Handover] = []
+            rows = 0
+            while not items or (rows < MAX_GROUP_ROWS and not self._queue.empty()):
+                item = self._queue.get()
+                if item is None:
+                    done = True
+                    break
+                items.append(item)
+                rows += len(item.bars)
             if items:
                 self._commit(items)
 
@@ -88,7 +99,6 @@ class GroupCommitter:
         except Exception as exc:  # every job of the group failed alike; the run reports its success rate
             for item in items:
                 item.record.error = describe_error(exc)
-        self.groups += 1
         items[0].record.retries += db.retries
         _share_out(items, timer.busy())
         self.timer.intervals.extend(timer.intervals)
