@@ -42,6 +42,18 @@ def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
     return _place(acc, w, x.shape)
 
 
+def _window_extreme(x: np.ndarray, w: int, op: np.ufunc) -> np.ndarray:
+    """Max (``np.maximum``) or min of each window of ``w`` by doubling: ``op`` over spans of 2, 4, .. p <= w,
+    then two overlapping spans of ``p`` cover the window. Exact, NaN if any NaN in the window, and
+    log2(w) passes instead of a moving-window loop per row."""
+    span, p = x, 1
+    while 2 * p <= w:
+        span = op(span[:, :-p], span[:, p:])  # span[:, i] now covers bars i .. i + 2p - 1
+        p *= 2
+    m = x.shape[1] - w + 1
+    return _place(op(span[:, :m], span[:, w - p:w - p + m]), w, x.shape)
+
+
 def _any_in_window(mask: np.ndarray, w: int) -> np.ndarray:
     """Whether each full window of ``w`` (ending at bars ``w-1 ..``) holds a true value: exact integer counts."""
     counts = np.cumsum(mask, axis=1, dtype=np.int32)
@@ -197,8 +209,8 @@ def _block(close: np.ndarray, high: np.ndarray, low: np.ndarray, win: FeatureWin
     vol_short = _window_std(returns, win.vol_short)
     vol_long = _window_std(returns, win.vol_long)
 
-    range_high = bn.move_max(high, win.range, axis=1)
-    range_low = bn.move_min(low, win.range, axis=1)
+    range_high = _window_extreme(high, win.range, np.maximum)
+    range_low = _window_extreme(low, win.range, np.minimum)
     positive = close > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         dist_high = np.where(positive, (range_high - close) / close, np.nan)
