@@ -117,8 +117,14 @@ class Timing:
                 "ms_per_symbol": self.seconds / self.symbols * 1e3, "us_per_bar": self.seconds / self.bars * 1e6}
 
 
-def time_call(fn: Callable[[], T], repeats: int) -> tuple[list[float], T]:
-    """Wall seconds of ``repeats`` calls of ``fn``, and what the last call returned."""
+def time_call(fn: Callable[[], T], repeats: int, warmup: int = 1) -> tuple[list[float], T]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and what the last call returned.
+
+    The warm-up pays one-off costs (the process's first touch of that much memory, lazy imports) that
+    would otherwise land on whichever implementation happens to be timed first.
+    """
+    for _ in range(warmup):
+        fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -153,7 +159,7 @@ def compare_implementations(panel: Panel, loop_symbols: int, repeats: int = 3) -
         FORCED_POOL: lambda s: parallel.compute_panel(s, policy=forced),
     }
     loop_timing = Timing("loop", "subset", len(symbols[:loop_symbols]), small.bars)
-    loop_timing.samples, reference = time_call(partial(compute_panel, small.series, "loop"), 1)
+    loop_timing.samples, reference = time_call(partial(compute_panel, small.series, "loop"), 1, warmup=0)
     timings = [loop_timing]
     worst = 0.0
     for name, run in runs.items():
