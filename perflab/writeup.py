@@ -59,6 +59,8 @@ All numbers were measured in one perflab run; medians over repeated runs, spread
 ## Before / after
 Baseline {total.before:.2f}s -> all fixes {total.after:.2f}s: {total.improvement:.1%} less time
 ({total.speedup:.1f}x), {"significant" if total.significant else "NOT significant (inside the noise)"}.
+Stage rows are busy seconds, summed over parallel workers (so they can grow while the run shrinks);
+the `(wall)` rows split the wall clock among the stages active at each instant and add up to it.
 
 {_md_table(comparison.table()[["before", "after", "improvement", "speedup", "noise", "verdict"]])}
 

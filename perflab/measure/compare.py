@@ -16,7 +16,8 @@ import pandas as pd
 from perflab.errors import InputError
 from perflab.measure.results import RunSet
 
-METRICS = ("wall_seconds", "api", "db", "compute")
+METRICS = ("wall_seconds", "api", "db", "compute", "api (wall)", "db (wall)", "compute (wall)")
+"""Stages twice: busy seconds (summed over parallel workers) and wall-clock attribution (adds up to the wall)."""
 ENV_KEYS = ("cpu_model", "cpu_count", "python")
 
 

@@ -206,6 +206,10 @@ def _check_version(d: dict, what: str) -> None:
                          "re-run it with this version of perflab")
 
 
+WALL_SUFFIX = " (wall)"
+"""A stage name with this suffix means its wall-clock attribution, not its busy seconds."""
+
+
 @dataclass
 class RunSet:
     """Repeated runs of one configuration: medians and spread instead of single numbers."""
@@ -214,9 +218,12 @@ class RunSet:
     runs: list[RunResult]
 
     def values(self, metric: str) -> list[float]:
-        """One number per run: a stage (``api``/``db``/``compute``: busy seconds) or a metric name."""
+        """One number per run: a stage (``api``/``db``/``compute``: busy seconds; ``api (wall)``...: wall-clock
+        attribution) or a metric name."""
         if metric in STAGES:
             return [r.stage_seconds[metric] for r in self.runs]
+        if metric.endswith(WALL_SUFFIX) and metric.removesuffix(WALL_SUFFIX) in STAGES:
+            return [r.wall_stage_seconds[metric.removesuffix(WALL_SUFFIX)] for r in self.runs]
         return [float("nan") if r.metrics()[metric] is None else r.metrics()[metric] for r in self.runs]
 
     def median(self, metric: str) -> float:
