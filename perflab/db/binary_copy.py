@@ -32,10 +32,10 @@ class CopyColumn:
     null: np.ndarray | None = None
 
 
-def float8(values: np.ndarray | pd.Series) -> CopyColumn:
-    """Doubles; NaN is written as NULL."""
+def float8(values: np.ndarray | pd.Series, nan_is_null: bool = True) -> CopyColumn:
+    """Doubles; NaN is written as NULL (or, with ``nan_is_null=False``, as PostgreSQL's float NaN)."""
     arr = np.asarray(values, dtype=np.float64)
-    return CopyColumn(">f8", arr, np.isnan(arr))
+    return CopyColumn(">f8", arr, np.isnan(arr) if nan_is_null else None)
 
 
 def int8(values: pd.Series) -> CopyColumn:

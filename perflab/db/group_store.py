@@ -1,9 +1,11 @@
 """Many series' bars, features and coverage in one transaction (the ``db.group_commit`` fix).
 
 A job's own writes cost a handful of round trips each (lock, check, COPY, upsert, coverage) for a few
-dozen rows; a group of jobs pays them once. Bars and features go in by binary COPY: straight into the
-table when none of the group's ranges holds rows yet, else through a temporary staging table merged with
-``ON CONFLICT`` (bars: keep the stored row; features: replace). One transaction, so a retry after a lost
+dozen rows; a group of jobs pays them once. Bars go in by binary COPY, straight into the table when none
+of the group's ranges holds rows yet, else through a staging table merged with ``ON CONFLICT DO NOTHING``.
+Features always go through a staging table (they replace what is stored): NaN travels as float NaN and
+the text features as small integer codes, so every row of a series has one binary layout (cheap to
+build), and the merge turns them into NULLs and labels. One transaction, so a retry after a lost
 connection rewrites the whole group and nothing lands twice.
 """
 
@@ -28,8 +30,8 @@ from perflab.db.writers import FLOAT_FIELDS
 
 @dataclass
 class SeriesWrite:
-    """One (symbol, timeframe)'s part of a group: its bars (as ``writers.prepare`` returns them), its
-    features (``None`` for none) and the day ranges to record complete."""
+    """One (symbol, timeframe)'s part of a group: its bars (sorted, one per time, as the client or
+    ``writers.prepare`` returns them), its features (``None`` for none) and the day ranges to record complete."""
 
     symbol: str
     timeframe: str
@@ -56,13 +58,45 @@ def feature_columns(items: Sequence[SeriesWrite]) -> list[str]:
     return [c for c in items[0].features.columns if c != "time"]
 
 
-def features_payload(items: Sequence[SeriesWrite]) -> bytes:
-    """Features in :func:`feature_columns` order: object columns as text, the rest as doubles."""
+@dataclass(frozen=True)
+class FeaturePayload:
+    """Features of a group as binary COPY rows for the staging table, and how to merge them."""
+
+    payload: bytes
+    numeric: list[str]
+    labels: dict[str, list[str]]  # text column -> its labels; staged as code (0 = NULL, k = labels[k - 1])
+
+
+def features_payload(items: Sequence[SeriesWrite]) -> FeaturePayload:
+    """Object columns become int2 codes, numeric ones stay doubles with NaN (no NULL): one layout per series."""
     frames = [i.features for i in items]
     feats = pd.concat(frames, ignore_index=True)
-    cols = [bc.text(feats[c].to_numpy(dtype=object)) if feats[c].dtype == object else bc.float8(feats[c])
-            for c in feature_columns(items)]
-    return bc.encode([*_keys(items, frames), bc.timestamptz(feats["time"]), *cols], len(feats))
+    names = feature_columns(items)
+    numeric = [c for c in names if feats[c].dtype != object]
+    labels, cols = {}, [bc.float8(feats[c], nan_is_null=False) for c in numeric]
+    for c in names:
+        if feats[c].dtype == object:
+            codes, uniques = pd.factorize(feats[c].to_numpy(dtype=object), use_na_sentinel=True)
+            labels[c] = [str(u) for u in uniques]
+            cols.append(bc.CopyColumn(">i2", (codes + 1).astype(np.int16)))
+    payload = bc.encode([*_keys(items, frames), bc.timestamptz(feats["time"]), *cols], len(feats))
+    return FeaturePayload(payload, numeric, labels)
+
+
+def _stage_features(cur, feats: FeaturePayload, updates: str) -> None:
+    stage = "quant_features_codes_stage"
+    defs = ", ".join([*(f"{c} float8" for c in feats.numeric), *(f"{c} int2" for c in feats.labels)])
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (symbol text, timeframe text, time timestamptz, {defs}) "
+                "ON COMMIT DELETE ROWS")
+    staged = ["symbol", "timeframe", "time", *feats.numeric, *feats.labels]
+    cur.copy_expert(f"COPY {stage} ({', '.join(staged)}) FROM STDIN (FORMAT binary)", io.BytesIO(feats.payload),
+                    size=1 << 20)
+    values = [*(f"NULLIF({c}, 'NaN'::float8)" for c in feats.numeric),
+              *(f"(%s::text[])[NULLIF({c}, 0)]" for c in feats.labels)]
+    cur.execute(f"INSERT INTO quant_features (symbol, timeframe, time, {', '.join([*feats.numeric, *feats.labels])}) "
+                f"SELECT symbol, timeframe, time, {', '.join(values)} FROM {stage} "
+                f"ON CONFLICT (symbol, timeframe, time) DO UPDATE SET {updates}, computed_at = now()",
+                list(feats.labels.values()))
 
 
 def _any_stored(cur, table: str, spans: list[tuple]) -> bool:
@@ -73,8 +107,9 @@ def _any_stored(cur, table: str, spans: list[tuple]) -> bool:
     return cur.fetchone()[0]
 
 
-def _copy(cur, table: str, columns: Sequence[str], payload: bytes, spans: list[tuple], merge: str) -> None:
-    """COPY into ``table`` directly when the spans are empty there, else via a staging table and ``merge``."""
+def _copy_bars(cur, payload: bytes, spans: list[tuple]) -> None:
+    """COPY into market_data directly when the spans are empty there, else via staging + ON CONFLICT DO NOTHING."""
+    table, columns, merge = "market_data", BAR_COLUMNS, "DO NOTHING"
     cols = ", ".join(columns)
     target = table
     if _any_stored(cur, table, spans):
@@ -85,20 +120,16 @@ def _copy(cur, table: str, columns: Sequence[str], payload: bytes, spans: list[t
         cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} ON CONFLICT {merge}")
 
 
-def _utc(moment) -> np.datetime64:
-    return np.datetime64(pd.Timestamp(moment).tz_convert("UTC").tz_localize(None), "us")
-
-
 def _coverage_rows(items: Sequence[SeriesWrite], today: date | None) -> list[tuple]:
     """(symbol, timeframe, first day, last day, bars in those days) for every final range of every item."""
     rows = []
     for item in items:
-        times = item.bars["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         for first, last in item.ranges:
             span = final_range(first, last, today)
             if span is None:
                 continue
-            a, b = np.searchsorted(times, [_utc(day_start(span[0])), _utc(day_start(span[1] + timedelta(days=1)))])
+            bounds = [pd.Timestamp(day_start(span[0])), pd.Timestamp(day_start(span[1] + timedelta(days=1)))]
+            a, b = item.bars["time"].searchsorted(bounds) if len(item.bars) else (0, 0)
             rows.append((item.symbol, item.timeframe, span[0], span[1], int(b - a)))
     return rows
 
@@ -109,19 +140,16 @@ def write_group(engine: Engine, items: Sequence[SeriesWrite], today: date | None
     with_feats = [i for i in items if i.features is not None and len(i.features)]
     coverage = _coverage_rows(items, today)
     bar_spans = [(i.symbol, i.timeframe, i.bars["time"].iloc[0], i.bars["time"].iloc[-1]) for i in with_bars]
-    feat_spans = [(i.symbol, i.timeframe, i.features["time"].iloc[0], i.features["time"].iloc[-1]) for i in with_feats]
     bars = bars_payload(with_bars) if with_bars else b""
-    feats = features_payload(with_feats) if with_feats else b""
-    names = feature_columns(with_feats) if with_feats else []
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names)
+    feats = features_payload(with_feats) if with_feats else None
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in feature_columns(with_feats)) if with_feats else ""
 
     def attempt() -> int:
         with raw_transaction(engine) as cur:
             if with_bars:
-                _copy(cur, "market_data", BAR_COLUMNS, bars, bar_spans, "DO NOTHING")
-            if with_feats:
-                _copy(cur, "quant_features", ["symbol", "timeframe", "time", *names], feats, feat_spans,
-                      f"(symbol, timeframe, time) DO UPDATE SET {updates}, computed_at = now()")
+                _copy_bars(cur, bars, bar_spans)
+            if feats is not None:
+                _stage_features(cur, feats, updates)
             if coverage:
                 execute_values(cur, "INSERT INTO fetch_coverage (symbol, timeframe, first_day, last_day, rows) "
                                "VALUES %s ON CONFLICT (symbol, timeframe, first_day, last_day) DO UPDATE SET "
