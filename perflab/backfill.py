@@ -97,8 +97,9 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
         _record_stats(record, fetched.stats)
         whole = todo is None or todo == [(workload.start, workload.end)]
         if committer is not None and whole:  # the fetched bars are the whole range: features need no read-back
+            _finish(record, db, timer, run_timer)  # before the hand-over: from then on the committer adds to it
             committer.hand_over(Handover(record, fetched.bars, todo or []))
-            return _finish(record, db, timer, run_timer)
+            return record
         with timer.stage("db"):
             record.rows = db.write_bars(get_writer(settings.writer), symbol, timeframe, fetched.bars,
                                         settings.batch_size, skip_stored=settings.missing_only)
@@ -121,7 +122,7 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
 
 def _finish(record: JobRecord, db: DbRetry, timer: StageTimer, run_timer: StageTimer) -> JobRecord:
     record.retries += db.retries
-    record.stages = {**timer.busy(), **record.stages}
+    record.stages = timer.busy()
     run_timer.intervals.extend(timer.intervals)
     return record
 

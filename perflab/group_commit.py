@@ -1,6 +1,6 @@
-"""Group commit (the ``db.group_commit`` fix): one thread computes and stores what the fetching jobs hand it.
+"""Group commit (the ``db.group_commit`` fix): committer threads compute and store what the fetching jobs hand them.
 
-A job hands over its fetched bars and goes on to the next fetch; the committer takes everything handed
+A job hands over its fetched bars and goes on to the next fetch; a committer takes everything handed
 over since its last commit, computes the features of all those series in one panel call and writes
 bars, features and coverage in one transaction. Round trips and per-call overhead are paid per group
 instead of per job, and the database work overlaps the fetching instead of holding a worker.
@@ -28,6 +28,7 @@ from perflab.redact import describe_error
 MAX_GROUP_ROWS = 50_000
 """Bars in one group at most: a bigger backlog is committed in several transactions."""
 COMMIT_THREADS = 2
+"""Committers: two keep pace with four fetching workers on the 2-core lab machine (one did not)."""
 
 
 @dataclass
