@@ -21,7 +21,7 @@ TRAILER = b"\xff\xff"
 
 @dataclass(frozen=True)
 class CopyColumn:
-    """One column to encode: a fixed-size numpy field (``>f8``, ``>i8``) or ``text``.
+    """One column to encode: a fixed-size big-endian numpy field (``>f8``, ``>i8``, ``>i2``) or ``text``.
 
     ``values`` has one entry per row; for text it is an object array of ``str`` (``None`` is NULL)
     or a single ``str`` for a column that is the same on every row.

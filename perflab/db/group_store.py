@@ -25,7 +25,7 @@ from perflab.db import binary_copy as bc
 from perflab.db.coverage import day_start, final_range
 from perflab.db.transactions import RETRY, raw_transaction
 from perflab.db.writers import COLUMNS as BAR_COLUMNS
-from perflab.db.writers import FLOAT_FIELDS
+from perflab.db.writers import FLOAT_FIELDS, create_stage, merge_stage
 
 
 @dataclass
@@ -99,25 +99,21 @@ def _stage_features(cur, feats: FeaturePayload, updates: str) -> None:
                 list(feats.labels.values()))
 
 
-def _any_stored(cur, table: str, spans: list[tuple]) -> bool:
-    """Whether ``table`` holds a row in any (symbol, timeframe, first, last) span (one query for the group)."""
-    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} t JOIN unnest(%s::text[], %s::text[], %s::timestamptz[], "
+def _any_stored(cur, spans: list[tuple]) -> bool:
+    """Whether market_data holds a row in any (symbol, timeframe, first, last) span (one query for the group)."""
+    cur.execute("SELECT EXISTS (SELECT 1 FROM market_data t JOIN unnest(%s::text[], %s::text[], %s::timestamptz[], "
                 "%s::timestamptz[]) AS s(symbol, timeframe, a, b) ON t.symbol = s.symbol AND "
                 "t.timeframe = s.timeframe AND t.time BETWEEN s.a AND s.b)", [list(c) for c in zip(*spans)])
     return cur.fetchone()[0]
 
 
 def _copy_bars(cur, payload: bytes, spans: list[tuple]) -> None:
-    """COPY into market_data directly when the spans are empty there, else via staging + ON CONFLICT DO NOTHING."""
-    table, columns, merge = "market_data", BAR_COLUMNS, "DO NOTHING"
-    cols = ", ".join(columns)
-    target = table
-    if _any_stored(cur, table, spans):
-        target = f"{table}_stage"
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN (FORMAT binary)", io.BytesIO(payload), size=1 << 20)
-    if target != table:
-        cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} ON CONFLICT {merge}")
+    """COPY into market_data directly when the spans are empty there, else via the writers' staging merge."""
+    target = create_stage(cur) if _any_stored(cur, spans) else "market_data"
+    cur.copy_expert(f"COPY {target} ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT binary)", io.BytesIO(payload),
+                    size=1 << 20)
+    if target != "market_data":
+        merge_stage(cur)
 
 
 def _coverage_rows(items: Sequence[SeriesWrite], today: date | None) -> list[tuple]:

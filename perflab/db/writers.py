@@ -174,14 +174,18 @@ def _copy_target(cur, batch: Batch, placeholder: str) -> str:
     cur.execute(f"SELECT EXISTS (SELECT 1 FROM market_data WHERE symbol = {placeholder} AND timeframe = "
                 f"{placeholder} AND time BETWEEN {placeholder} AND {placeholder})",
                 (batch.symbol, batch.timeframe, batch.first, batch.last))
-    if not cur.fetchone()[0]:
-        return "market_data"
+    return create_stage(cur) if cur.fetchone()[0] else "market_data"
+
+
+def create_stage(cur) -> str:
+    """The connection's staging table for bars (emptied at each commit); returns its name."""
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE market_data INCLUDING DEFAULTS) "
                 "ON COMMIT DELETE ROWS")
     return _STAGE
 
 
-def _merge_stage(cur) -> None:
+def merge_stage(cur) -> None:
+    """Move the staged bars into market_data, keeping any already stored."""
     cols = ", ".join(COLUMNS)
     cur.execute(f"INSERT INTO market_data ({cols}) SELECT {cols} FROM {_STAGE} ON CONFLICT DO NOTHING")
 
@@ -195,7 +199,7 @@ def _psycopg2_copy(fmt: str, payload: Callable[[Batch], bytes]) -> Callable[[Eng
             cur.copy_expert(f"COPY {target} ({', '.join(COLUMNS)}) FROM STDIN ({options})",
                             io.BytesIO(payload(batch)), size=1 << 20)
             if target == _STAGE:
-                _merge_stage(cur)
+                merge_stage(cur)
 
     return write_batch
 
@@ -212,7 +216,7 @@ def _psycopg_copy_batch(engine: Engine, batch: Batch) -> None:
             for row in batch.tuples():
                 copy.write_row(row)
         if target == _STAGE:
-            _merge_stage(cur)
+            merge_stage(cur)
 
 
 def _strategy(write_batch: Callable[[Engine, Batch], None]) -> Callable[..., int]:
