@@ -1,12 +1,13 @@
 """numpy/bottleneck over a whole panel at once: one 2-D array per field, a row per series.
 
 Series of different lengths are padded with NaN at the end (windows only look back, so the
-padding never reaches a real bar). Per statistic: running max/min/sum of small integers with
-bottleneck (exact, O(1) per bar); window sums (efficiency path, trend slope) and the volatility
-regime's rank count as ordered sums of ``w`` shifted slices (no running sum, so one huge bar never
-leaves a rounding residue in later windows; the slope and path sums add in the loop's order and
-match it bit for bit); standard deviations from blocked Welford statistics (O(1) per bar, no
-cancellation). Rows are processed in blocks small enough for each pass to stay in cache.
+padding never reaches a real bar). Per statistic: window max/min by doubling (exact, log2(w) passes);
+window counts of small integers with bottleneck or an integer cumsum (exact); window sums (efficiency
+path, trend slope) and the volatility regime's rank count as ordered sums of ``w`` shifted slices (no
+running sum, so one huge bar never leaves a rounding residue in later windows; the slope and path sums
+add in the loop's order and match it bit for bit); standard deviations from blocked Welford statistics
+(O(1) per bar, no cancellation). Rows are processed in blocks small enough for each pass to stay in
+cache, and each series' frame is assembled from views into the block's arrays.
 """
 
 from __future__ import annotations
