@@ -7,6 +7,7 @@ ending at ``end``, from the simulator's deterministic bar generator.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -121,15 +122,23 @@ def time_call(fn: Callable[[], T], repeats: int, warmup: int = 1) -> tuple[list[
     """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and what the last call returned.
 
     The warm-up pays one-off costs (the process's first touch of that much memory, lazy imports) that
-    would otherwise land on whichever implementation happens to be timed first.
+    would otherwise land on whichever implementation happens to be timed first. As in ``timeit``, the
+    garbage collector is off while a call is timed, so a collection owed to what a notebook kernel
+    allocated earlier does not land on whichever call happens to be running.
     """
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        samples.append(time.perf_counter() - start)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            value = fn()
+            samples.append(time.perf_counter() - start)
+        finally:
+            if enabled:
+                gc.enable()
     return samples, value
 
 
