@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from perflab.db.group_store import SeriesWrite, write_group
 from perflab.db.outage import DbRetry
-from perflab.db.writers import prepare
+from perflab.db.writers import in_order, prepare
 from perflab.features import compute_panel
 from perflab.measure.results import JobRecord
 from perflab.measure.timing import StageTimer
@@ -89,7 +89,7 @@ class GroupCommitter:
         db = DbRetry(self.engine, enabled=self.db_retry)
         try:
             with timer.stage("compute"):
-                bars = [i.bars if _in_order(i.bars) else prepare(i.bars) for i in items]
+                bars = [i.bars if in_order(i.bars) else prepare(i.bars) for i in items]
                 features = compute_panel(bars, self.feature_impl)
             writes = [SeriesWrite(i.record.symbol, i.record.timeframe, b, f, i.ranges)
                       for i, b, f in zip(items, bars, features)]
@@ -103,12 +103,6 @@ class GroupCommitter:
         items[0].record.retries += db.retries
         _share_out(items, timer.busy())
         self.timer.intervals.extend(timer.intervals)
-
-
-def _in_order(bars: pd.DataFrame) -> bool:
-    """Sorted by time, one bar per time: the client's bars, usable as they are."""
-    times = bars["time"]
-    return times.is_monotonic_increasing and times.is_unique
 
 
 def _share_out(items: list[Handover], busy: dict[str, float]) -> None:

@@ -25,7 +25,7 @@ from perflab.db import binary_copy as bc
 from perflab.db.coverage import day_start, final_range
 from perflab.db.transactions import RETRY, raw_transaction
 from perflab.db.writers import COLUMNS as BAR_COLUMNS
-from perflab.db.writers import FLOAT_FIELDS, create_stage, merge_stage
+from perflab.db.writers import bar_copy_columns, create_stage, merge_stage
 
 
 @dataclass
@@ -49,8 +49,7 @@ def _keys(items: Sequence[SeriesWrite], frames: Sequence[pd.DataFrame]) -> tuple
 def bars_payload(items: Sequence[SeriesWrite]) -> bytes:
     frames = [i.bars for i in items]
     bars = pd.concat(frames, ignore_index=True)
-    return bc.encode([*_keys(items, frames), bc.timestamptz(bars["time"]),
-                      *(bc.float8(bars[name]) for name in FLOAT_FIELDS), bc.int8(bars["transactions"])], len(bars))
+    return bc.encode(bar_copy_columns(bars, *_keys(items, frames)), len(bars))
 
 
 def feature_columns(items: Sequence[SeriesWrite]) -> list[str]:

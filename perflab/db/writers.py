@@ -83,6 +83,12 @@ class Batch:
         return [dict(zip(COLUMNS, row)) for row in self.tuples()]
 
 
+def in_order(bars: pd.DataFrame) -> bool:
+    """Sorted by time with one bar per time, as the client returns them."""
+    times = bars["time"]
+    return times.is_monotonic_increasing and times.is_unique
+
+
 def prepare(bars: pd.DataFrame) -> pd.DataFrame:
     """The bar columns, one row per time (the last wins), oldest first: every strategy writes exactly these.
 
@@ -91,7 +97,7 @@ def prepare(bars: pd.DataFrame) -> pd.DataFrame:
     missing = [f for f in BAR_FIELDS if f not in bars.columns]
     if missing:
         raise InputError(f"bars lack column(s) {', '.join(missing)}: pass the client's bars frame")
-    if not (bars["time"].is_monotonic_increasing and bars["time"].is_unique):
+    if not in_order(bars):
         bars = bars.drop_duplicates("time", keep="last").sort_values("time")
     data = {"time": pd.to_datetime(bars["time"], utc=True).array}
     data.update({f: bars[f].to_numpy(dtype=np.float64) for f in FLOAT_FIELDS})
@@ -158,13 +164,17 @@ def copy_text_payload(batch: Batch) -> bytes:
     return ("\n".join(map(",".join, zip(*fields))) + "\n").encode()
 
 
+def bar_copy_columns(frame: pd.DataFrame, symbol: binary_copy.CopyColumn,
+                     timeframe: binary_copy.CopyColumn) -> list[binary_copy.CopyColumn]:
+    """The market_data columns (``COLUMNS`` order) of ``frame`` for a binary COPY, keys given as columns."""
+    return [symbol, timeframe, binary_copy.timestamptz(frame["time"]),
+            *(binary_copy.float8(frame[name]) for name in FLOAT_FIELDS), binary_copy.int8(frame["transactions"])]
+
+
 def copy_binary_payload(batch: Batch) -> bytes:
     """The batch in COPY's binary format (see :mod:`perflab.db.binary_copy`)."""
-    frame = batch.frame
-    return binary_copy.encode([
-        binary_copy.text(batch.symbol), binary_copy.text(batch.timeframe), binary_copy.timestamptz(frame["time"]),
-        *(binary_copy.float8(frame[name]) for name in FLOAT_FIELDS), binary_copy.int8(frame["transactions"]),
-    ], len(batch))
+    keys = binary_copy.text(batch.symbol), binary_copy.text(batch.timeframe)
+    return binary_copy.encode(bar_copy_columns(batch.frame, *keys), len(batch))
 
 
 def _copy_target(cur, batch: Batch, placeholder: str) -> str:
