@@ -43,14 +43,14 @@ def test_loop_features_with_a_fast_writer_gives_path_c(clean_db, fixes):
 def test_compare_calls_a_real_no_op_change_not_significant(clean_db, sim, tmp_path):
     workload = Workload(("AAPL", "MSFT"), ("5m", "1h"), date(2024, 3, 4), date(2024, 3, 5))
 
-    def runs(label):
-        out = []
-        for _ in range(3):
-            reset_data(clean_db)
-            out.append(run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse("db.copy"), label=label))
-        return RunSet(label, out)
+    def run(label):
+        reset_data(clean_db)
+        return run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse("db.copy"), label=label)
 
-    before, after = runs("before").save(tmp_path / "before.json"), runs("after").save(tmp_path / "after.json")
+    # Interleaved, so the machine's drift over the test falls on both sides alike (as in bench_end_to_end).
+    pairs = [(run("before"), run("after")) for _ in range(5)]
+    before = RunSet("before", [b for b, _ in pairs]).save(tmp_path / "before.json")
+    after = RunSet("after", [a for _, a in pairs]).save(tmp_path / "after.json")
     proc = subprocess.run([sys.executable, "-m", "perflab.cli", "compare", str(before), str(after)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
