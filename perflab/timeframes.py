@@ -1,18 +1,19 @@
-"""The timeframes a backfill can ask for, and how each maps to Polygon's (multiplier, timespan)."""
+"""The timeframes a backfill can ask for, how each maps to Polygon's (multiplier, timespan), and New York days.
+
+A bar belongs to the New York session date its window starts on. A New York day is 23 or 25 hours long
+across a daylight-saving change, so day boundaries are always computed with the time zone, never as
+midnight plus a fixed 24 hours or a fixed UTC offset.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from perflab.errors import InputError
 
-TIMESPAN_MS = {
-    "second": 1_000,
-    "minute": 60_000,
-    "hour": 3_600_000,
-    "day": 86_400_000,
-    "week": 7 * 86_400_000,
-}
+NY = ZoneInfo("America/New_York")
 TIMESPANS = ("second", "minute", "hour", "day", "week", "month", "quarter", "year")
 
 
@@ -47,3 +48,23 @@ def parse_timeframe(name: str) -> Timeframe:
     except KeyError:
         known = ", ".join(TIMEFRAMES)
         raise InputError(f"unknown timeframe {name!r}: use one of {known}") from None
+
+
+def ny_day_start(day: date) -> datetime:
+    """00:00 New York time on ``day``, where that session date begins (aware, in the New York zone)."""
+    return datetime.combine(day, time(0), NY)
+
+
+def ny_midnight_ms(day: date) -> int:
+    """UTC milliseconds of 00:00 New York time on ``day``."""
+    return int(ny_day_start(day).timestamp() * 1000)
+
+
+def ny_day_end_ms(day: date) -> int:
+    """UTC milliseconds of the last millisecond of New York day ``day`` (one before the next day's midnight)."""
+    return ny_midnight_ms(day + timedelta(days=1)) - 1
+
+
+def ny_date(ms: int) -> date:
+    """The New York session date of UTC milliseconds ``ms``."""
+    return datetime.fromtimestamp(ms // 1000, NY).date()

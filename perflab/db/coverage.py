@@ -7,19 +7,18 @@ outage) fetches only what is missing and never writes a bar twice, whatever the 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-NY = ZoneInfo("America/New_York")
+from perflab.timeframes import NY, ny_day_start
 
 
 def day_start(day: date) -> datetime:
     """00:00 New York time on ``day``: bars belong to the New York day their window starts on."""
-    return datetime.combine(day, time(0), NY)
+    return ny_day_start(day)
 
 
 def _stored_count(conn: Connection, symbol: str, timeframe: str, first: date, last: date) -> int:

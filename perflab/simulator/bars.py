@@ -12,11 +12,11 @@ import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-NY = ZoneInfo("America/New_York")
+from perflab.timeframes import NY, ny_date, ny_midnight_ms
+
 SESSION_OPEN = time(4, 0)
 SESSION_MINUTES = 16 * 60
 REGULAR_START, REGULAR_END = 330, 720  # minutes after 04:00 -> 09:30 and 16:00
@@ -53,11 +53,6 @@ class BarArrays:
 EMPTY = BarArrays(
     np.empty(0, np.int64), *(np.empty(0) for _ in range(5)), np.empty(0), np.empty(0, np.int64)
 )
-
-
-def ny_midnight_ms(day: date) -> int:
-    """UTC milliseconds of 00:00 New York time on ``day``."""
-    return int(datetime.combine(day, time(0), NY).timestamp() * 1000)
 
 
 def is_trading_day(day: date) -> bool:
@@ -159,10 +154,8 @@ def period_start(day: date, timespan: str, multiplier: int) -> date:
 
 def calendar_bars(seed: int, ticker: str, multiplier: int, timespan: str, start_ms: int, end_ms: int) -> BarArrays:
     """Day/week/month/quarter/year bars folded from the daily bars whose day starts in [start_ms, end_ms]."""
-    first = datetime.fromtimestamp(start_ms / 1000, NY).date()
-    last = datetime.fromtimestamp(end_ms / 1000, NY).date()
-    daily = bars_between(seed, ticker, 1, "day", first, last)
+    daily = bars_between(seed, ticker, 1, "day", ny_date(start_ms), ny_date(end_ms))
     daily = daily.take((daily.t >= start_ms) & (daily.t <= end_ms))
-    days = [datetime.fromtimestamp(t / 1000, NY).date() for t in daily.t.tolist()]
+    days = [ny_date(t) for t in daily.t.tolist()]
     keys = np.array([ny_midnight_ms(period_start(d, timespan, multiplier)) for d in days], np.int64)
     return _aggregate(daily, keys)

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import date, datetime
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -30,10 +30,10 @@ import numpy as np
 
 from perflab.api.ratelimit import TokenBucket
 from perflab.errors import InputError
-from perflab.simulator.bars import CALENDAR_SPANS, NY, BarArrays, bars_between, calendar_bars
+from perflab.simulator.bars import CALENDAR_SPANS, BarArrays, bars_between, calendar_bars
 from perflab.simulator.config import SimulatorConfig
 from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, validate_faults
-from perflab.timeframes import TIMESPANS
+from perflab.timeframes import TIMESPANS, ny_date, ny_day_end_ms, ny_midnight_ms
 
 AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)"
                        r"/(?P<frm>[^/]+)/(?P<to>[^/]+)$")
@@ -49,18 +49,17 @@ class BadRequest(Exception):
 
 
 def _parse_bound(value: str, what: str, end: bool) -> tuple[int, date]:
-    """A path bound as (ms, New York day); a date ``to`` covers the whole day."""
+    """A path bound as (ms, New York day); a date ``to`` covers the whole New York day (23 or 25 hours
+    long across a daylight-saving change), a date ``from`` starts at its New York midnight."""
     if value.isdigit():
         ms = int(value)
-        return ms, datetime.fromtimestamp(ms / 1000, NY).date()
+        return ms, ny_date(ms)
     try:
         day = date.fromisoformat(value)
     except ValueError:
         raise BadRequest(
             f"Could not parse the '{what}' parameter: use YYYY-MM-DD or a millisecond timestamp.") from None
-    start = datetime.combine(day, datetime.min.time(), NY)
-    ms = int(start.timestamp() * 1000)
-    return (ms + 86_400_000 - 1 if end else ms), day
+    return (ny_day_end_ms(day) if end else ny_midnight_ms(day)), day
 
 
 def _bool(value: str | None, default: bool) -> bool:
