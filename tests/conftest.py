@@ -35,6 +35,14 @@ def pytest_unconfigure(config):
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {_TEST_DB} WITH (FORCE)")
 
 
+URL_FORMS = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+
+
+def url_as(form: str) -> str:
+    """The test database URL written the way a user may write it (``form://user:pw@host:port/db``)."""
+    return form + "://" + os.environ[db_engine.DATABASE_URL_ENV].split("://", 1)[1]
+
+
 @pytest.fixture(scope="session")
 def engine():
     from perflab.db.migrate import apply_schema
@@ -50,6 +58,12 @@ def clean_db(engine):
 
     reset_data(engine)
     return engine
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def driver_db(request, clean_db):
+    """The clean test database through each driver perflab supports (psycopg 3 is the default)."""
+    return db_engine.get_engine(url_as(f"postgresql+{request.param}"))
 
 
 @pytest.fixture(scope="session")

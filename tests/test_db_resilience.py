@@ -6,26 +6,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from pgrestart import can_restart, restart_server, server_started
 
-from perflab.db import engine as db_engine
 from perflab.db.pool import connection_meter, server_connections
 from perflab.db.study import row_counts, synthetic_bars
 from perflab.db.writers import get_writer
 
-embedded_only = pytest.mark.skipif(db_engine._embedded is None, reason="restarts only the embedded server")
+restartable = pytest.mark.skipif(not can_restart(), reason="needs a server the tests can restart")
 
 
-@embedded_only
-def test_writes_after_a_server_restart_reconnect_and_keep_every_row(clean_db):
+@restartable
+@pytest.mark.parametrize("writer", ["copy_binary", "execute_values"])
+def test_writes_after_a_server_restart_reconnect_and_keep_every_row(driver_db, writer):
     bars = synthetic_bars(400, seed=5)
-    get_writer("copy_binary").write(clean_db, "AAPL", "1m", bars.iloc[:200], None)
-    before = db_engine._embedded.get_pid()
-    assert db_engine.restart_embedded() != before
-    get_writer("copy_binary").write(clean_db, "AAPL", "1m", bars, None)
-    assert row_counts(clean_db) == {"rows": 400, "distinct_keys": 400}
+    get_writer(writer).write(driver_db, "AAPL", "1m", bars.iloc[:200], None)
+    before = server_started(driver_db)
+    restart_server()
+    get_writer(writer).write(driver_db, "AAPL", "1m", bars, None)
+    assert server_started(driver_db) > before, "the server really restarted"
+    assert row_counts(driver_db) == {"rows": 400, "distinct_keys": 400}
 
 
-@embedded_only
+@restartable
 def test_a_restart_during_a_batched_write_loses_no_batch(clean_db):
     bars = synthetic_bars(6_000, seed=6)
     watcher = sa.create_engine(clean_db.url, poolclass=sa.pool.NullPool)
@@ -38,7 +40,7 @@ def test_a_restart_during_a_batched_write_loses_no_batch(clean_db):
                 stored = conn.execute(sa.text("SELECT count(*) FROM market_data")).scalar()
             if stored >= 500:
                 restarted["at"] = time.monotonic()
-                restarted["pid"] = db_engine.restart_embedded()
+                restart_server()
             time.sleep(0.01)
 
     thread = threading.Thread(target=restart_once_writing)

@@ -1,7 +1,5 @@
 """Group commit (db.group_commit): many jobs per transaction, the same rows as the per-job path, exactly once."""
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +8,7 @@ import sqlalchemy as sa
 from perflab.api.client import PolygonClient
 from perflab.backfill import Workload, run_backfill
 from perflab.db import binary_copy as bc
+from perflab.db import driver
 from perflab.db.coverage import missing_ranges, missing_ranges_many
 from perflab.db.group_store import SeriesWrite, write_group
 from perflab.db.writers import prepare
@@ -26,7 +25,7 @@ def _table(engine, name: str, order: str = "symbol, timeframe, time") -> pd.Data
     return frame.drop(columns=[c for c in frame.columns if c in drop])
 
 
-def test_binary_copy_round_trips_nulls_texts_and_empty_strings(clean_db):
+def test_binary_copy_round_trips_nulls_texts_and_empty_strings(driver_db):
     rows = pd.DataFrame({
         "time": pd.date_range("2024-03-04 14:30", periods=5, freq="min", tz="UTC"),
         "x": [1.5, np.nan, -0.0, 1e300, np.nan],
@@ -35,11 +34,11 @@ def test_binary_copy_round_trips_nulls_texts_and_empty_strings(clean_db):
     })
     payload = bc.encode([bc.text("AAPL"), bc.timestamptz(rows["time"]), bc.float8(rows["x"]),
                          bc.text(rows["label"].to_numpy(dtype=object)), bc.int8(rows["n"])], len(rows))
-    raw = clean_db.raw_connection()
+    raw = driver_db.raw_connection()
     try:
         cur = raw.cursor()
         cur.execute("CREATE TEMP TABLE t (s text, time timestamptz, x float8, label text, n int8)")
-        cur.copy_expert("COPY t FROM STDIN (FORMAT binary)", io.BytesIO(payload))
+        driver.copy_in(cur, "COPY t FROM STDIN (FORMAT binary)", payload)
         cur.execute("SELECT s, time, x, label, n FROM t ORDER BY time")
         got = cur.fetchall()
     finally:
@@ -61,20 +60,20 @@ def _fetch(sim, jobs):
     return out
 
 
-def test_a_group_writes_what_the_per_job_path_writes_and_twice_is_once(clean_db, sim):
+def test_a_group_writes_what_the_per_job_path_writes_and_twice_is_once(driver_db, sim):
     fetched = _fetch(sim, [("AAPL", "5m"), ("MSFT", "1h"), ("NVDA", "1d")])
     items = []
     for symbol, tf, bars in fetched:
         prepared = prepare(bars)
         items.append(SeriesWrite(symbol, tf, prepared, compute_panel([prepared], "vectorized")[0],
                                  [(SMOKE.start, SMOKE.end)]))
-    write_group(clean_db, items)
-    bars_once, feats_once = _table(clean_db, "market_data"), _table(clean_db, "quant_features")
-    write_group(clean_db, items)  # a retried or repeated group: stored bars kept, features replaced
-    pd.testing.assert_frame_equal(_table(clean_db, "market_data"), bars_once)
-    pd.testing.assert_frame_equal(_table(clean_db, "quant_features"), feats_once)
+    write_group(driver_db, items)
+    bars_once, feats_once = _table(driver_db, "market_data"), _table(driver_db, "quant_features")
+    write_group(driver_db, items)  # a retried or repeated group: stored bars kept, features replaced
+    pd.testing.assert_frame_equal(_table(driver_db, "market_data"), bars_once)
+    pd.testing.assert_frame_equal(_table(driver_db, "quant_features"), feats_once)
     assert len(bars_once) == sum(len(b) for _, _, b in fetched) == len(feats_once)
-    assert missing_ranges(clean_db, "AAPL", "5m", SMOKE.start, SMOKE.end) == []
+    assert missing_ranges(driver_db, "AAPL", "5m", SMOKE.start, SMOKE.end) == []
 
 
 def test_group_commit_backfill_stores_the_same_rows_as_the_per_job_path(clean_db, sim):

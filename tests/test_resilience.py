@@ -8,12 +8,12 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from pgrestart import restart_server, skip_unless_restartable
 
 from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.api.errors import AuthError
 from perflab.backfill import Workload, run_backfill
 from perflab.chaos import audit_bars
-from perflab.db import engine as db_engine
 from perflab.db.models import MarketData
 from perflab.db.writers import WRITERS, Writer, batches
 from perflab.errors import InputError
@@ -26,8 +26,7 @@ DAYS = (date(2024, 3, 4), date(2024, 3, 5))
 @pytest.fixture
 def restart_between_batches():
     """A writer holding one connection across batches, with the database restarted after the first batch."""
-    if db_engine._embedded is None:
-        pytest.skip("needs the embedded PostgreSQL (the test restarts it)")
+    skip_unless_restartable()
     state = {"restarts": 0}
 
     def write(engine, symbol, timeframe, bars, batch_size):
@@ -37,7 +36,7 @@ def restart_between_batches():
                 with conn.begin():
                     conn.execute(sa.insert(MarketData), rows[i:i + 50])
                 if state["restarts"] == 0 and i == 0 and len(rows) > 50:
-                    db_engine.restart_embedded()
+                    restart_server()
                     state["restarts"] += 1
         return len(rows)
 

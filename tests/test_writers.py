@@ -2,11 +2,10 @@
 
 import numpy as np
 import pandas as pd
-import psycopg
-import psycopg2
 import pytest
 import sqlalchemy as sa
 
+from perflab.db.errors import ConstraintError
 from perflab.db.feature_store import write_features
 from perflab.db.study import synthetic_bars
 from perflab.db.writers import WRITERS, Batch, copy_binary_payload, get_writer, prepare
@@ -32,14 +31,14 @@ def stored(engine) -> pd.DataFrame:
     return pd.read_sql_query(BAR_SQL, engine)
 
 
-def test_every_strategy_writes_identical_rows(clean_db):
+def test_every_strategy_writes_identical_rows(driver_db):
     bars = awkward_bars()
     frames = {}
     for name in NAMES:
-        with clean_db.begin() as conn:
+        with driver_db.begin() as conn:
             conn.exec_driver_sql("TRUNCATE market_data")
-        assert get_writer(name).write(clean_db, "AAPL", "1m", bars, 64) == 240
-        frames[name] = stored(clean_db)
+        assert get_writer(name).write(driver_db, "AAPL", "1m", bars, 64) == 240
+        frames[name] = stored(driver_db)
     reference = frames["orm_row"]
     assert len(reference) == 240 and reference["time"].is_unique
     assert reference.loc[5, "close"] == 123.456
@@ -68,21 +67,22 @@ def test_rewriting_is_a_no_op_and_overlaps_merge(clean_db, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_failing_batch_leaves_nothing_half_written(clean_db, name):
+def test_a_failing_batch_leaves_nothing_half_written(driver_db, name):
     bars = synthetic_bars(300, seed=2)
     bars.loc[150, "close"] = np.nan  # NULL in a NOT NULL column: the second batch fails half-way
-    with pytest.raises((sa.exc.IntegrityError, psycopg2.IntegrityError, psycopg.IntegrityError)):
-        get_writer(name).write(clean_db, "NVDA", "1h", bars, 100)
-    with clean_db.connect() as conn:
+    with pytest.raises(ConstraintError, match="not-null constraint") as caught:
+        get_writer(name).write(driver_db, "NVDA", "1h", bars, 100)
+    assert caught.value.sqlstate == "23502", "mapped to perflab's type, with the server's SQLSTATE"
+    with driver_db.connect() as conn:
         times = pd.Series(conn.execute(sa.text("SELECT time FROM market_data ORDER BY time")).scalars().all())
     assert len(times) == 100, "the first batch is committed whole, the failing one not at all"
     assert pd.to_datetime(times, utc=True).max() < bars.loc[100, "time"]
 
 
 @pytest.fixture
-def connection_killer(clean_db):
+def connection_killer(driver_db):
     """A trigger that kills the inserting backend at the 50th row it ever sees: a connection lost mid-batch."""
-    with clean_db.begin() as conn:
+    with driver_db.begin() as conn:
         conn.exec_driver_sql("CREATE SEQUENCE perflab_kill_seq")
         conn.exec_driver_sql(
             "CREATE FUNCTION perflab_kill_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -91,8 +91,8 @@ def connection_killer(clean_db):
         for table in ("market_data", "quant_features"):
             conn.exec_driver_sql(f"CREATE TRIGGER perflab_kill BEFORE INSERT ON {table} FOR EACH ROW "
                                  "EXECUTE FUNCTION perflab_kill_once()")
-    yield clean_db
-    with clean_db.begin() as conn:
+    yield driver_db
+    with driver_db.begin() as conn:
         for table in ("market_data", "quant_features"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS perflab_kill ON {table}")
         conn.exec_driver_sql("DROP FUNCTION IF EXISTS perflab_kill_once()")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
-from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 
+from perflab.db import driver
 from perflab.db.transactions import RETRY, raw_transaction
 
 
@@ -26,7 +26,7 @@ def write_features(engine: Engine, symbol: str, timeframe: str, features: pd.Dat
 
     def attempt() -> int:
         with raw_transaction(engine) as cur:
-            execute_values(cur, sql, rows, page_size=1000)
+            driver.insert_values(cur, sql, rows, page_size=1000)
         return len(rows)
 
     return RETRY.run(attempt)

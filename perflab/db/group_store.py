@@ -11,17 +11,16 @@ connection rewrites the whole group and nothing lands twice.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 
 from perflab.db import binary_copy as bc
+from perflab.db import driver
 from perflab.db.coverage import day_start, final_range
 from perflab.db.transactions import RETRY, raw_transaction
 from perflab.db.writers import COLUMNS as BAR_COLUMNS
@@ -88,8 +87,7 @@ def _stage_features(cur, feats: FeaturePayload, updates: str) -> None:
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (symbol text, timeframe text, time timestamptz, {defs}) "
                 "ON COMMIT DELETE ROWS")
     staged = ["symbol", "timeframe", "time", *feats.numeric, *feats.labels]
-    cur.copy_expert(f"COPY {stage} ({', '.join(staged)}) FROM STDIN (FORMAT binary)", io.BytesIO(feats.payload),
-                    size=1 << 20)
+    driver.copy_in(cur, f"COPY {stage} ({', '.join(staged)}) FROM STDIN (FORMAT binary)", feats.payload)
     values = [*(f"NULLIF({c}, 'NaN'::float8)" for c in feats.numeric),
               *(f"(%s::text[])[NULLIF({c}, 0)]" for c in feats.labels)]
     cur.execute(f"INSERT INTO quant_features (symbol, timeframe, time, {', '.join([*feats.numeric, *feats.labels])}) "
@@ -109,8 +107,7 @@ def _any_stored(cur, spans: list[tuple]) -> bool:
 def _copy_bars(cur, payload: bytes, spans: list[tuple]) -> None:
     """COPY into market_data directly when the spans are empty there, else via the writers' staging merge."""
     target = create_stage(cur) if _any_stored(cur, spans) else "market_data"
-    cur.copy_expert(f"COPY {target} ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT binary)", io.BytesIO(payload),
-                    size=1 << 20)
+    driver.copy_in(cur, f"COPY {target} ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT binary)", payload)
     if target != "market_data":
         merge_stage(cur)
 
@@ -146,9 +143,9 @@ def write_group(engine: Engine, items: Sequence[SeriesWrite], today: date | None
             if feats is not None:
                 _stage_features(cur, feats, updates)
             if coverage:
-                execute_values(cur, "INSERT INTO fetch_coverage (symbol, timeframe, first_day, last_day, rows) "
-                               "VALUES %s ON CONFLICT (symbol, timeframe, first_day, last_day) DO UPDATE SET "
-                               "rows = EXCLUDED.rows, recorded_at = now()", coverage)
+                driver.insert_values(cur, "INSERT INTO fetch_coverage (symbol, timeframe, first_day, last_day, rows) "
+                                     "VALUES %s ON CONFLICT (symbol, timeframe, first_day, last_day) DO UPDATE SET "
+                                     "rows = EXCLUDED.rows, recorded_at = now()", coverage)
         return len(items)
 
     RETRY.run(attempt)

@@ -17,23 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from perflab.db.coverage import drop_stored
+from perflab.db.errors import is_connection_lost, mapped
 from perflab.db.writers import Writer
 from perflab.errors import DatabaseUnavailableError
 
 T = TypeVar("T")
-_LOST_TEXT = ("server closed the connection", "terminating connection", "connection already closed",
-              "could not connect", "connection refused", "the database system is", "no connection to the server",
-              "ssl syscall", "connection not open", "server conn crashed", "connection is closed")
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection or the server went away (not a SQL error in the statement)."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return True
-    text = str(exc).lower()
-    return type(exc).__name__ in ("OperationalError", "InterfaceError") or any(t in text for t in _LOST_TEXT)
 
 
 @dataclass(frozen=True)
@@ -76,7 +64,8 @@ class DbRetry:
         """Run ``step``; after a lost connection wait for the database and run it again (bounded)."""
         while True:
             try:
-                return step()
+                with mapped():
+                    return step()
             except Exception as exc:
                 if not self.enabled or not is_connection_lost(exc) or self.retries + 1 >= self.policy.attempts:
                     raise

@@ -13,19 +13,10 @@ from dataclasses import dataclass
 
 import psycopg
 import psycopg2
-import psycopg2.errors
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying the whole batch: the connection or server went away, or a concurrent writer won a race."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    orig = getattr(exc, "orig", None) or exc
-    return isinstance(orig, (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.errors.UniqueViolation,
-                             psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.UniqueViolation))
+from perflab.db.errors import is_transient, mapped
 
 
 @dataclass(frozen=True)
@@ -37,10 +28,16 @@ class BatchRetry:
     max_s: float = 2.0
 
     def run(self, fn: Callable[[], int]) -> int:
+        """``fn()`` with database errors mapped to perflab's types, retried whole while transient."""
         retrying = Retrying(stop=stop_after_attempt(self.attempts),
                             wait=wait_exponential(multiplier=self.initial_s, max=self.max_s),
                             retry=retry_if_exception(is_transient), reraise=True)
-        return retrying(fn)
+
+        def attempt() -> int:
+            with mapped():
+                return fn()
+
+        return retrying(attempt)
 
 
 RETRY = BatchRetry()

@@ -13,7 +13,6 @@ skip the rows of the batch's range already stored, read in the same transaction.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +20,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from psycopg2.extras import execute_values
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from perflab.db import binary_copy
+from perflab.db import binary_copy, driver
 from perflab.db.engine import driver_engine
 from perflab.db.models import MarketData
 from perflab.db.transactions import RETRY, raw_transaction
@@ -148,7 +146,7 @@ def _orm_bulk_batch(engine: Engine, batch: Batch) -> None:
 def _execute_values_batch(engine: Engine, batch: Batch) -> None:
     sql = f"INSERT INTO market_data ({', '.join(COLUMNS)}) VALUES %s ON CONFLICT DO NOTHING"
     with raw_transaction(engine) as cur:
-        execute_values(cur, sql, batch.tuples(), page_size=len(batch))
+        driver.insert_values(cur, sql, batch.tuples(), page_size=len(batch))
 
 
 def copy_text_payload(batch: Batch) -> bytes:
@@ -200,14 +198,13 @@ def merge_stage(cur) -> None:
     cur.execute(f"INSERT INTO market_data ({cols}) SELECT {cols} FROM {_STAGE} ON CONFLICT DO NOTHING")
 
 
-def _psycopg2_copy(fmt: str, payload: Callable[[Batch], bytes]) -> Callable[[Engine, Batch], None]:
+def _copy(fmt: str, payload: Callable[[Batch], bytes]) -> Callable[[Engine, Batch], None]:
     options = "FORMAT csv" if fmt == "csv" else "FORMAT binary"
 
     def write_batch(engine: Engine, batch: Batch) -> None:
         with raw_transaction(engine) as cur:
             target = _copy_target(cur, batch, "%s")
-            cur.copy_expert(f"COPY {target} ({', '.join(COLUMNS)}) FROM STDIN ({options})",
-                            io.BytesIO(payload(batch)), size=1 << 20)
+            driver.copy_in(cur, f"COPY {target} ({', '.join(COLUMNS)}) FROM STDIN ({options})", payload(batch))
             if target == _STAGE:
                 merge_stage(cur)
 
@@ -243,12 +240,11 @@ WRITERS: dict[str, Writer] = {
         Writer("orm_row", "session.add + flush per row, skipping stored rows (the plan's baseline)", write_orm_row),
         Writer("orm_bulk", "session.bulk_insert_mappings of the rows not stored yet (the plan's fix 2)",
                _strategy(_orm_bulk_batch)),
-        Writer("execute_values", "psycopg2 execute_values, one multi-row INSERT per batch, ON CONFLICT DO NOTHING",
-               _strategy(_execute_values_batch)),
-        Writer("copy_text", "psycopg2 COPY FROM STDIN, CSV built by pandas", _strategy(_psycopg2_copy(
-            "csv", copy_text_payload))),
-        Writer("copy_binary", "psycopg2 COPY FROM STDIN, binary format built with numpy", _strategy(_psycopg2_copy(
-            "binary", copy_binary_payload))),
+        Writer("execute_values", "one multi-row INSERT per batch (psycopg2's execute_values or its psycopg 3 "
+               "equivalent), ON CONFLICT DO NOTHING", _strategy(_execute_values_batch)),
+        Writer("copy_text", "COPY FROM STDIN, CSV built by pandas", _strategy(_copy("csv", copy_text_payload))),
+        Writer("copy_binary", "COPY FROM STDIN, binary format built with numpy",
+               _strategy(_copy("binary", copy_binary_payload))),
         Writer("psycopg_copy", "psycopg 3 binary COPY, typed rows via write_row", _strategy(_psycopg_copy_batch)),
     )
 }
