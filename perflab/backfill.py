@@ -81,6 +81,8 @@ def _record_stats(record: JobRecord, st: ClientStats) -> None:
 def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonClient, engine: Engine,
              fixes: FixSet, timer: StageTimer, committer: GroupCommitter | None = None,
              missing: dict | None = None) -> JobRecord:
+    """One job with its symbol's settings: a symbol outside the rollout runs the baseline path of every
+    per-symbol fix (its own writes, not the committer's). ``record.code_path`` says what it ran."""
     settings = fixes.settings(symbol)
     tf, job = parse_timeframe(timeframe), (symbol, timeframe)
     record = JobRecord(symbol, timeframe)
@@ -88,6 +90,7 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     run_timer, timer = timer, timer.child()
     try:
         with timer.stage("api"):
+            record.code_path.update(page_limit=settings.page_limit, missing_only=settings.missing_only)
             if settings.missing_only:
                 fetched, todo = fetch_missing(client, engine, symbol, tf, workload.start, workload.end,
                                               limit=settings.page_limit, ranges=(missing or {}).get(job))
@@ -96,12 +99,15 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
                                                       workload.end, limit=settings.page_limit), None
         _record_stats(record, fetched.stats)
         whole = todo is None or todo == [(workload.start, workload.end)]
-        if committer is not None and whole:  # the fetched bars are the whole range: features need no read-back
+        if settings.group_commit and committer is not None and whole:  # whole range: features need no read-back
             _finish(record, db, timer, run_timer)  # before the hand-over: from then on the committer adds to it
             committer.hand_over(Handover(record, fetched.bars, todo or []))
             return record
+        writer = get_writer(settings.writer)
+        record.code_path.update(writer=writer.name, batch_size=settings.batch_size, features=settings.feature_impl,
+                                db_retry=db.enabled)
         with timer.stage("db"):
-            record.rows = db.write_bars(get_writer(settings.writer), symbol, timeframe, fetched.bars,
+            record.rows = db.write_bars(writer, symbol, timeframe, fetched.bars,
                                         settings.batch_size, skip_stored=settings.missing_only)
             bars = fetched.bars if todo is None else db.run(
                 lambda: feature_input(engine, symbol, tf, workload.start, workload.end, todo))
@@ -145,12 +151,13 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
 
     missing = None
-    if settings.missing_only:  # one coverage query for the whole run instead of one per job
+    if settings.missing_only:  # one coverage query for the in-rollout jobs instead of one per job
+        rolled_out = [job for job in jobs if fixes.in_rollout(job[0])]
         with timer.stage("db"):
             missing = DbRetry(engine, enabled=settings.db_retry).run(
-                lambda: missing_ranges_many(engine, jobs, workload.start, workload.end))
+                lambda: missing_ranges_many(engine, rolled_out, workload.start, workload.end))
     committer = (GroupCommitter(engine, timer, settings.feature_impl, settings.db_retry).start()
-                 if settings.group_commit else None)
+                 if settings.group_commit else None)  # run-wide settings: the in-rollout jobs' own
 
     def one(job: tuple[str, str]) -> JobRecord:
         record = _run_job(*job, workload, client, engine, fixes, timer, committer, missing)
@@ -170,7 +177,7 @@ def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixe
     return RunResult(
         run_id=uuid.uuid4().hex[:12], label=label, started_at=started_at, wall_seconds=wall,
         params={"workload": workload.to_dict(), "fixes": fixes.spec, "rollout": fixes.rollout,
-                "settings": asdict(settings), **(params or {})},
+                "run_wide": list(fixes.run_wide()), "settings": asdict(settings), **(params or {})},
         environment=collect_environment(engine), jobs=records, intervals=list(timer.intervals),
         resources={**sampler.summary.to_dict(), "pool_checkouts_peak": connection_meter.peak},
     )

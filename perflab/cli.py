@@ -61,6 +61,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     fixes = FixSet.parse(args.fixes) if args.fixes is not None else FixSet.from_env()
     if args.rollout is not None:
         fixes = FixSet.parse(fixes.names, rollout=args.rollout)
+    if fixes.rollout < 1 and fixes.run_wide():
+        print(f"rollout {fixes.rollout:g} cannot split {', '.join(fixes.run_wide())}: every symbol gets them",
+              file=sys.stderr)
     with ExitStack() as stack:
         base_url = args.base_url
         if args.simulator:

@@ -3,7 +3,9 @@
 A :class:`Fix` turns :class:`PipelineSettings` into new settings; a :class:`FixSet` is the set of
 fixes switched on, parsed from ``--fixes`` or ``PERFLAB_FIXES`` (``none``, ``all``, ``a,b``,
 ``all,-a`` for all but one), gated by the plan's master switch ``ENABLE_PHASE3_OPTIMIZATION`` and
-optionally rolled out to a stable, hash-chosen fraction of symbols.
+optionally rolled out to a stable, hash-chosen fraction of symbols. A rollout splits only the
+per-symbol fixes (symbols outside it run the baseline path for them); a run-wide fix changes something
+every job shares (the client, the dispatch, the indexes, the process pool) and so applies to all symbols.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class Fix:
-    """One fix: its name, the plan's path it belongs to, what it does, and how it changes the settings."""
+    """One fix: its name, the plan's path it belongs to, what it does, and how it changes the settings.
+
+    ``per_symbol``: a rollout can give it to some symbols only (the others run the baseline path for it);
+    ``False``: it changes something the whole run shares, so it applies to every symbol or none.
+    """
 
     name: str
     path: str
@@ -54,7 +60,8 @@ def _set(**changes) -> Callable[[PipelineSettings], PipelineSettings]:
 FIXES: dict[str, Fix] = {
     f.name: f
     for f in (
-        Fix("api.backoff", "A", "retry 429/5xx with exponential backoff + jitter (tenacity)", _set(backoff=True)),
+        Fix("api.backoff", "A", "retry 429/5xx with exponential backoff + jitter (tenacity)", _set(backoff=True),
+            per_symbol=False),
         Fix("api.batch", "A", "group requests by timespan and stagger their starts",
             _set(batch_by_timespan=True), per_symbol=False),
         Fix("api.parallel", "A", "N concurrent API workers sharing one connection pool",
@@ -69,14 +76,14 @@ FIXES: dict[str, Fix] = {
         Fix("db.copy", "B", "binary COPY into the table (staging merge where the range overlaps)",
             _set(writer="copy_binary")),
         Fix("db.group_commit", "B", "one thread computes and stores many jobs per transaction while workers fetch",
-            _set(group_commit=True), per_symbol=False),
+            _set(group_commit=True)),
         Fix("compute.vectorized", "C", "pandas/numpy features over whole arrays", _set(feature_impl="vectorized")),
         Fix("compute.parallel", "C", "vectorized features spread over a process pool",
             _set(feature_impl="parallel"), per_symbol=False),
         Fix("api.breaker", "4", "circuit breaker: stop calling a failing API, probe after a cool-down, resume alone",
             _set(breaker=True), per_symbol=False),
         Fix("db.retry", "4", "a write that loses its DB connection waits for the DB and writes what is missing",
-            _set(db_retry=True), per_symbol=False),
+            _set(db_retry=True)),
     )
 }
 
@@ -159,11 +166,16 @@ class FixSet:
         """Whether the per-symbol fixes apply to ``symbol`` under the rollout fraction (stable hash)."""
         return self.rollout >= 1.0 or stable_fraction(symbol) < self.rollout
 
+    def run_wide(self) -> tuple[str, ...]:
+        """The enabled fixes a rollout cannot split (registry order): they apply to every symbol of the run."""
+        return tuple(name for name, fix in FIXES.items() if name in self.names and not fix.per_symbol)
+
     def settings(self, symbol: str | None = None) -> PipelineSettings:
         """Baseline settings with every enabled fix applied in registry order.
 
         With a symbol, per-symbol fixes apply only if the symbol is in the rollout; run-wide fixes
-        (concurrency, indexes, process pools) apply to the whole run.
+        (the shared client, concurrency, indexes, process pools, breaker) apply to the whole run.
+        Without one: the run's settings, with every enabled fix (what in-rollout symbols get).
         """
         settings = PipelineSettings()
         include_per_symbol = symbol is None or self.in_rollout(symbol)

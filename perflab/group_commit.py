@@ -5,6 +5,10 @@ over since its last commit, computes the features of all those series in one pan
 bars, features and coverage in one transaction. Round trips and per-call overhead are paid per group
 instead of per job, and the database work overlaps the fetching instead of holding a worker.
 A group that fails is recorded as the error of each of its jobs; the run goes on.
+
+Only jobs whose symbol is in the rollout are handed over (the others write their own, on the baseline path),
+so the committer computes and writes with the in-rollout settings: its feature implementation, binary COPY
+whatever the ``writer`` setting, and ``db.retry`` as the run has it.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ class GroupCommitter:
     def _commit(self, items: list[Handover]) -> None:
         timer = self.timer.child()
         db = DbRetry(self.engine, enabled=self.db_retry)
+        for item in items:
+            item.record.code_path.update(writer="group_commit", batch_size=None, features=self.feature_impl,
+                                         db_retry=self.db_retry)
         try:
             with timer.stage("compute"):
                 bars = [i.bars if in_order(i.bars) else prepare(i.bars) for i in items]

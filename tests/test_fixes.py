@@ -50,3 +50,17 @@ def test_rollout_is_stable_and_roughly_the_fraction():
 def test_run_wide_fix_ignores_rollout():
     fs = FixSet.parse("api.parallel", rollout=0.0)
     assert fs.settings("AAPL").api_workers > 1
+
+
+def test_outside_the_rollout_only_the_run_wide_fixes_apply():
+    fs = FixSet.parse("all", rollout=0.3)
+    out = next(s for s in (f"S{i}" for i in range(100)) if not fs.in_rollout(s))
+    assert fs.settings(out) == FixSet.parse(fs.run_wide()).settings()
+    assert fs.settings(out).group_commit is False and fs.settings(out).db_retry is False
+    assert fs.settings(out).writer == "orm_row" and fs.settings(out).backoff is True  # the client is shared
+
+
+def test_run_wide_names_the_enabled_fixes_a_rollout_cannot_split():
+    assert FixSet.parse("all").run_wide() == tuple(n for n, f in FIXES.items() if not f.per_symbol)
+    assert FixSet.parse("api.backoff,db.copy,db.group_commit,db.retry", rollout=0.5).run_wide() == ("api.backoff",)
+    assert FixSet.parse("db.copy").run_wide() == ()

@@ -46,6 +46,8 @@ class JobRecord:
     bytes_received: int = 0
     latencies: list[float] = field(default_factory=list)
     error: str | None = None
+    code_path: dict = field(default_factory=dict)
+    """What the job ran (writer, features, page limit, retry...): shows which side of a rollout it was on."""
 
     @property
     def ok(self) -> bool:
@@ -151,7 +153,7 @@ class RunResult:
     def jobs_frame(self) -> pd.DataFrame:
         rows = []
         for j in self.jobs:
-            d = {k: v for k, v in asdict(j).items() if k not in ("stages", "latencies")}
+            d = {k: v for k, v in asdict(j).items() if k not in ("stages", "latencies", "code_path")}
             d.update({f"{s}_s": j.stages.get(s, 0.0) for s in STAGES})
             rows.append(d)
         return pd.DataFrame(rows)
