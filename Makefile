@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.perflab-installed
 PRESET ?= standard
 
-.PHONY: report test lint clean
+.PHONY: report test test-external lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,16 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests notebooks
+
+# The database, resilience and whole-suite tests against the server in PERFLAB_DATABASE_URL (yours, or the one
+# .ci/run starts); PERFLAB_TEST_PG_RESTART is a command that restarts it, for the restart drills.
+EXTERNAL_TESTS := tests/test_database_urls.py tests/test_writers.py tests/test_group_commit.py \
+	tests/test_migrate.py tests/test_resume.py tests/test_backfill.py tests/test_db_resilience.py \
+	tests/test_resilience.py tests/test_resilience_faults.py tests/test_secrets.py
+
+test-external: $(STAMP)
+	@test -n "$$PERFLAB_DATABASE_URL" || { echo "set PERFLAB_DATABASE_URL to your PostgreSQL first" >&2; exit 2; }
+	$(BIN)/python -m pytest -q $(EXTERNAL_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check perflab tests benchmarks
