@@ -1,8 +1,11 @@
 """Riding through a lost database connection (the ``db.retry`` fix): wait for the server, then redo the step.
 
-A job's write that dies with the connection (the server restarted, a failover, a killed backend) is
-retried once the database answers again; bars are re-written minus those already committed, so the
-outage costs retries, not rows, whichever writer is in use.
+Every write already retries its batch whole for about 7 s while the failure is transient (the writers'
+:class:`~perflab.db.transactions.BatchRetry`, on with this fix off too). ``db.retry`` adds what that cannot
+do: a job step that still dies with the connection (an outage longer than that, a lost connection during a
+read-back or a coverage step) waits for the database to answer again, up to a minute, and runs again;
+bars are re-written minus those already committed, so the outage costs retries, not rows, whichever
+writer is in use.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def wait_for_db(engine: Engine, policy: DbRetryPolicy) -> float:
 
 @dataclass
 class DbRetry:
-    """One job's DB steps with retry on a lost connection (off: steps run once, as in the baseline)."""
+    """One job's DB steps, run again after a lost connection (off: each step runs once, as in the baseline;
+    the writers' batch retry inside a step runs either way)."""
 
     engine: Engine
     enabled: bool = True

@@ -1,8 +1,10 @@
 """One transaction per unit of work, retried whole while the failure is transient.
 
 A lost connection, a server restart or a concurrent writer winning a race is worth another try of the
-whole batch; anything else (a constraint the data violates) is raised at once. Used by the bar writers
-and the feature store, so a resumed backfill never half-writes either.
+whole batch; anything else (a constraint the data violates) is raised at once. Used by the bar writers,
+the feature store and the group store, so a resumed backfill never half-writes any of them. This retry is
+part of every write, not a fix: the baseline has it too. The ``db.retry`` fix (:mod:`perflab.db.outage`)
+adds waiting longer for a server that is down, around whole job steps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from perflab.db.errors import is_transient, mapped
 
 @dataclass(frozen=True)
 class BatchRetry:
-    """Retry a failed batch whole, with exponential backoff, while the failure is transient (~7 s in all)."""
+    """Retry a failed batch whole, with exponential backoff, while the failure is transient (~7 s in all).
+
+    Always on: switching ``db.retry`` off does not switch this off."""
 
     attempts: int = 8
     initial_s: float = 0.1
