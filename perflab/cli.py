@@ -29,7 +29,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from perflab.presets import get_preset
     from perflab.simulator import SimulatorConfig, start_simulator
+    from perflab.simulator.lifeline import exit_on_sigterm
 
+    exit_on_sigterm()  # SIGTERM stops the simulator on the way out; SIGKILL leaves that to its lifeline
     config = SimulatorConfig.for_preset(get_preset(args.preset), seed=args.seed)
     with start_simulator(config, host="127.0.0.1", port=args.port) as sim:
         print(sim.url, flush=True)

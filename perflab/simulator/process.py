@@ -1,16 +1,23 @@
-"""Start and stop the simulator in its own process (never a thread: the GIL would distort timings)."""
+"""Start and stop the simulator in its own process (never a thread: the GIL would distort timings).
+
+The child never outlives its parent (:mod:`perflab.simulator.lifeline`), is stopped at the parent's exit,
+and is reaped as soon as it ends, so no zombie keeps a Jupyter kernel's shutdown waiting on it.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Self
 
 import requests
 
 from perflab.errors import PerflabError
+from perflab.simulator import lifeline
 from perflab.simulator.config import SimulatorConfig
 from perflab.simulator.server import CONFIG_ENV
 
@@ -37,6 +44,8 @@ class SimulatorProcess:
         return fetch_stats(self.url)
 
     def stop(self) -> None:
+        """Terminate and reap the child (idempotent; also runs at the parent's exit)."""
+        atexit.unregister(self.stop)
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -44,8 +53,9 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe:
+                pipe.close()
 
     def __enter__(self) -> Self:
         return self
@@ -54,18 +64,34 @@ class SimulatorProcess:
         self.stop()
 
 
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for ``proc`` in a daemon thread so it is reaped the moment it exits, whoever signalled it.
+
+    An unreaped (zombie) child still counts as a child: ipykernel's shutdown signals its children until none
+    is left, and waited ~29 s on a simulator that had long exited.
+    """
+    threading.Thread(target=proc.wait, name=f"perflab-reap-{proc.pid}", daemon=True).start()
+
+
 def start_simulator(config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> SimulatorProcess:
     """Launch ``python -m perflab.simulator.server`` and wait for its URL; use as a context manager."""
     config = config or SimulatorConfig()
     env = {**os.environ, CONFIG_ENV: config.to_json()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "perflab.simulator.server", "--host", host, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
+        [sys.executable, "-m", "perflab.simulator.server", "--host", host, "--port", str(port),
+         *lifeline.parent_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE, env=env, text=True,
     )
     line = proc.stdout.readline().strip()
     if not line.startswith("perflab simulator listening on "):
         proc.kill()
         err = proc.stderr.read().strip().splitlines()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
         raise PerflabError(f"simulator did not start: {err[-1] if err else 'no output'}")
     proc.stderr.close()
-    return SimulatorProcess(line.rsplit(" ", 1)[1], config, proc)
+    _reap(proc)
+    sim = SimulatorProcess(line.rsplit(" ", 1)[1], config, proc)
+    atexit.register(sim.stop)
+    return sim

@@ -30,6 +30,7 @@ import numpy as np
 
 from perflab.api.ratelimit import TokenBucket
 from perflab.errors import InputError
+from perflab.simulator import lifeline
 from perflab.simulator.bars import CALENDAR_SPANS, BarArrays, bars_between, calendar_bars
 from perflab.simulator.config import SimulatorConfig
 from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, validate_faults
@@ -342,11 +343,16 @@ def make_server(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the first stdout line is ``perflab simulator listening on URL``."""
+    """Serve until SIGTERM/SIGINT (or, with ``--parent-pid``, until that parent is gone); the first stdout line is
+    ``perflab simulator listening on URL``."""
     parser = argparse.ArgumentParser(prog="perflab-simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(lifeline.PARENT_PID_ARG, type=int, help="exit when this parent process is gone")
+    parser.add_argument(lifeline.PDEATHSIG_ARG, action="store_true", help="also ask Linux to signal its death")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        lifeline.exit_with_parent(args.parent_pid, pdeathsig=args.pdeathsig)
     raw = os.environ.get(CONFIG_ENV)
     config = SimulatorConfig.from_json(raw) if raw else SimulatorConfig()
     server = make_server(config, args.host, args.port)
