@@ -1,7 +1,8 @@
 """The embedded PostgreSQL (pgserver) perflab starts itself when ``PERFLAB_DATABASE_URL`` is unset.
 
 It keeps its data under ``.perflab/pgdata`` in the project (or ``PERFLAB_HOME``), is shared by every
-process that asks for it, and stops when the last of them exits.
+process that asks for it, and stops when the last of them exits: from that process's exit handlers, or, when
+it died without running them, from the janitor (:mod:`perflab.db.janitor`) every user makes sure is running.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-import psutil
-
+from perflab.db.janitor import ensure_janitor, is_alive
 from perflab.errors import DatabaseUnavailableError
 
 DATABASE_URL_ENV = "PERFLAB_DATABASE_URL"
@@ -31,14 +31,16 @@ def perflab_home() -> Path:
 
 
 def _prune_dead_handles(pgdata: Path) -> None:
-    """Drop pids of processes that died without cleaning up, so the last live one still stops the server."""
+    """Drop pids of processes that died without cleaning up, so the last live one still stops the server.
+
+    Call it holding pgserver's lock: pgserver rewrites the same file under it."""
     handles = pgdata / ".handle_pids.json"
     if handles.exists():
         try:
             pids = json.loads(handles.read_text())
         except ValueError:
             pids = []
-        handles.write_text(json.dumps([p for p in pids if psutil.pid_exists(p)]))
+        handles.write_text(json.dumps([p for p in pids if is_alive(p)]))
 
 
 def embedded_server():
@@ -54,13 +56,17 @@ def embedded_url() -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
+            from pgserver.postgres_server import PostgresServer
 
-            pgdata = perflab_home() / "pgdata"
-            _prune_dead_handles(pgdata)
+            pgdata = (perflab_home() / "pgdata").resolve()
+            with PostgresServer._lock:
+                _prune_dead_handles(pgdata)
             try:
                 _embedded = pgserver.get_server(pgdata, cleanup_mode="stop")
             except Exception as exc:  # noqa: BLE001 - pgserver raises assorted errors; one clear message instead
                 raise DatabaseUnavailableError(
                     f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "
                     f"set {DATABASE_URL_ENV} to a server you run") from None
+            with PostgresServer._lock:
+                ensure_janitor(pgdata)
     return _embedded.get_uri()
