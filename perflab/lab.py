@@ -2,18 +2,21 @@
 
 ``open_lab(preset, base_url, out_dir)`` takes the notebook's parameters as they come (papermill
 passes them), validates them with one clear message each, starts a simulator when no ``base_url``
-is given, and ensures the database and its schema.
+is given, and ensures the database and its schema. Without an ``out_dir`` the results go to a temporary
+folder that is removed when the process (the kernel) exits, or by the next ``open_lab`` when it was killed.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from sqlalchemy.engine import Engine
 
 from perflab.api.breaker import GuardedClient, guard
@@ -27,9 +30,11 @@ from perflab.measure.history import store_run
 from perflab.measure.results import RunResult, RunSet
 from perflab.presets import Preset, get_preset
 from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
+from perflab.simulator.lifeline import exit_on_sigterm
 from perflab.simulator.process import fetch_stats
 
 HEADLESS_ENV = "PERFLAB_HEADLESS"
+SCRATCH_NAME = re.compile(r"perflab-(\d+)-[a-z0-9_]{8}")  # TemporaryDirectory(prefix=f"perflab-{pid}-")
 
 
 @dataclass
@@ -42,6 +47,18 @@ class Lab:
     engine: Engine
     simulator: SimulatorProcess | None = None
     results: dict[str, RunResult] = field(default_factory=dict)
+    scratch: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def temporary(self) -> bool:
+        """True when ``out_dir`` is a temporary folder, removed when this process exits."""
+        return self.scratch is not None
+
+    def where(self, path: Path) -> str:
+        """``path`` for a notebook's "wrote ..." line, saying so when it will not outlive the kernel."""
+        if self.temporary:
+            return f"{path} (a temporary folder, removed when the kernel exits: pass out_dir to keep it)"
+        return str(path)
 
     @property
     def workload(self) -> Workload:
@@ -131,6 +148,16 @@ class Lab:
             self.simulator = None
 
 
+def _scratch_dir() -> tempfile.TemporaryDirectory:
+    """A temporary ``out_dir`` named after this process; first remove those of processes killed before their
+    exit handlers ran (a kernel shut down with SIGKILL), so none piles up in the temp folder."""
+    for path in Path(tempfile.gettempdir()).glob("perflab-*-*"):
+        found = SCRATCH_NAME.fullmatch(path.name)
+        if found and path.is_dir() and not psutil.pid_exists(int(found[1])):
+            shutil.rmtree(path, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"perflab-{os.getpid()}-", ignore_cleanup_errors=True)
+
+
 def open_lab(preset: str | Preset = "smoke", base_url: str | None = None, out_dir: str | None = None) -> Lab:
     """Validate notebook parameters and bring up what the notebook needs (a ``Preset`` object: a variant
     of a named preset, e.g. without its rate limit, for a benchmark)."""
@@ -143,11 +170,9 @@ def open_lab(preset: str | Preset = "smoke", base_url: str | None = None, out_di
     p = preset if isinstance(preset, Preset) else get_preset(preset)
     engine = get_engine()
     apply_schema(engine)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="perflab-"))
+    scratch = None if out_dir else _scratch_dir()
+    out = Path(out_dir or scratch.name)
     out.mkdir(parents=True, exist_ok=True)
-    sim = None
-    if base_url is None:
-        sim = start_simulator(SimulatorConfig.for_preset(p))
-        atexit.register(sim.stop)
-        base_url = sim.url
-    return Lab(p, base_url, out, engine, sim)
+    exit_on_sigterm()  # a kernel SIGTERMed at shutdown still stops its simulator and leaves the embedded server
+    sim = start_simulator(SimulatorConfig.for_preset(p)) if base_url is None else None  # stopped at exit too
+    return Lab(p, sim.url if sim else base_url, out, engine, sim, scratch=scratch)
