@@ -27,6 +27,7 @@ from perflab.plots import history_chart, stacked_breakdown, to_png_base64
 from perflab.presets import get_preset
 from perflab.redact import redact
 from perflab.simulator import SimulatorConfig, start_simulator
+from perflab.simulator.lifeline import exit_on_sigterm
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REPORTS_DIR = PROJECT_ROOT / "reports"
@@ -108,7 +109,12 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int) -> s
 
 def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, notebooks: list[Path] | None = None,
               timeout: int = 900, echo: Callable[[str], None] = print) -> SuiteRun:
-    """Start a simulator, ensure the DB, execute each notebook with ``preset`` and write the index."""
+    """Start a simulator, ensure the DB, execute each notebook with ``preset`` and write the index.
+
+    Nothing it starts outlives it: the simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each
+    kernel polls for its parent (ipykernel's ``JPY_PARENT_PID``) and a SIGTERM unwinds through the cleanup.
+    """
+    exit_on_sigterm()
     p = get_preset(preset)
     notebooks = notebooks if notebooks is not None else discover_notebooks()
     if not notebooks:

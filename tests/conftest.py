@@ -72,3 +72,43 @@ def sim():
 
     with start_simulator(SimulatorConfig(time_scale=0.0005)) as s:
         yield s
+
+
+# --- No process left behind (tests/test_processes.py tests each command; this checks the suite itself) ---
+
+def _leftover_children() -> list:
+    """Children of this pytest process still running, other than the shared embedded PostgreSQL and its janitor."""
+    import psutil
+
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if not (child.name().startswith("postgres") or "perflab.db.janitor" in command):
+            left.append((child, command))
+    return left
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run, naming them, when tests left child processes running; then end those, so none is orphaned."""
+    import time
+
+    deadline = time.monotonic() + 5.0
+    while (left := _leftover_children()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", f"{len(left)} process(es) left running by the tests (now killed)", red=True)
+        for child, command in left:
+            reporter.write_line(f"pid {child.pid}: {command}")
+    for child, _ in left:
+        child.kill()
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
