@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,12 @@ class Lab:
             self.simulator = None
 
 
+def _in_kernel() -> bool:
+    """True inside a Jupyter (ipykernel) kernel, whose process the lab may shape; not in a script or pytest."""
+    app = sys.modules.get("ipykernel.kernelapp")
+    return app is not None and app.IPKernelApp.initialized()
+
+
 def _scratch_dir() -> tempfile.TemporaryDirectory:
     """A temporary ``out_dir`` named after this process; first remove those of processes killed before their
     exit handlers ran (a kernel shut down with SIGKILL), so none piles up in the temp folder."""
@@ -173,6 +180,7 @@ def open_lab(preset: str | Preset = "smoke", base_url: str | None = None, out_di
     scratch = None if out_dir else _scratch_dir()
     out = Path(out_dir or scratch.name)
     out.mkdir(parents=True, exist_ok=True)
-    exit_on_sigterm()  # a kernel SIGTERMed at shutdown still stops its simulator and leaves the embedded server
+    if _in_kernel():
+        exit_on_sigterm()  # a kernel SIGTERMed at shutdown still stops its simulator and leaves the embedded server
     sim = start_simulator(SimulatorConfig.for_preset(p)) if base_url is None else None  # stopped at exit too
     return Lab(p, sim.url if sim else base_url, out, engine, sim, scratch=scratch)

@@ -27,7 +27,7 @@ from perflab.plots import history_chart, stacked_breakdown, to_png_base64
 from perflab.presets import get_preset
 from perflab.redact import redact
 from perflab.simulator import SimulatorConfig, start_simulator
-from perflab.simulator.lifeline import exit_on_sigterm
+from perflab.simulator.lifeline import sigterm_as_exit
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REPORTS_DIR = PROJECT_ROOT / "reports"
@@ -124,7 +124,7 @@ def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, note
     suite.out_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine()
     apply_schema(engine)
-    with start_simulator(SimulatorConfig.for_preset(p)) as sim:
+    with sigterm_as_exit(), start_simulator(SimulatorConfig.for_preset(p)) as sim:
         params = {"preset": p.name, "base_url": sim.url, "out_dir": str(suite.out_dir)}
         for nb in notebooks:
             started = time.perf_counter()

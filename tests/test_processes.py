@@ -157,16 +157,17 @@ def _executed_a_cell(reports: Path) -> bool:
     return False
 
 
-def test_run_killed_leaves_no_simulator_and_no_kernel(engine, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_run_ended_leaves_no_simulator_and_no_kernel(engine, tmp_path, how):
     proc = start(["run", "--preset", "smoke", "--only", "01", "--reports", str(tmp_path)])
     try:
         wait_for("a notebook cell to run", lambda: _executed_a_cell(tmp_path), timeout=120, proc=proc)
         started = children(proc.pid)
         assert simulators(proc.pid), started
         assert [p for p in started if "ipykernel" in " ".join(_cmdline(p))], started
-        proc.kill()
+        proc.send_signal(getattr(signal, how))
         proc.wait(GRACE_S)
-        assert wait_gone(started) == [], "left running after SIGKILL of perflab run"
+        assert wait_gone(started) == [], f"left running after {how} of perflab run"
     finally:
         proc.kill()
         proc.communicate()

@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PARENT_PID_ARG = "--parent-pid"
 PDEATHSIG_ARG = "--pdeathsig"
@@ -74,6 +76,19 @@ def exit_on_sigterm() -> None:
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """:func:`exit_on_sigterm` for the length of a ``with`` block only, for code that runs inside another program
+    (``run_suite`` under pytest): the host's own SIGTERM behaviour comes back afterwards."""
+    previous = signal.getsignal(signal.SIGTERM)
+    exit_on_sigterm()
+    try:
+        yield
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_system_exit(signum: int, frame) -> None:
