@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from perflab.api import errors
 from perflab.api.ratelimit import AdaptivePacer
-from perflab.errors import ConfigError
+from perflab.errors import ConfigError, InputError
 from perflab.fixes import PipelineSettings
 from perflab.redact import redact, register_secret
 
@@ -118,12 +118,39 @@ def bars_frame(results: list[dict]) -> pd.DataFrame:
     return df
 
 
+def check_base_url(url: str, source: str = "base URL") -> str:
+    """``url`` without a trailing slash, or an InputError naming the rule it breaks, before any request is made.
+
+    A base URL is ``http(s)://host[:port]`` with an optional path prefix; ``source`` names where it came from.
+    """
+    url = url.strip()
+    shown = f"{source} {redact(url)!r}"
+    fix = "write http://host:port or https://host, e.g. https://api.polygon.io"
+    parts = urlsplit(url)
+    if any(c.isspace() for c in url):
+        raise InputError(f"{shown} contains a space: {fix}")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InputError(f"{shown} is not an http(s) URL: {fix}")
+    if not parts.hostname:
+        raise InputError(f"{shown} has no host name: {fix}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise InputError(f"{shown} has a port that is not a number from 1 to 65535: {fix}")
+    if parts.query or parts.fragment:
+        raise InputError(f"{shown} has a query or fragment: a base URL is scheme, host, port and a path prefix only")
+    return url.rstrip("/")
+
+
 class PolygonClient:
     """Fetch aggregate bars. Thread-safe: workers may share one client, its connection pool and its pacer."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None, pacer: AdaptivePacer | None = None, pool_size: int = 32):
-        self.base_url = (base_url or os.environ.get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = check_base_url(base_url or os.environ.get("POLYGON_BASE_URL") or DEFAULT_BASE_URL,
+                                       "base URL" if base_url else "POLYGON_BASE_URL")
         key = api_key if api_key is not None else os.environ.get("POLYGON_API_KEY")
         if not key:
             if not is_local(self.base_url):
@@ -172,7 +199,7 @@ class PolygonClient:
             stats.timeouts += 1
             raise errors.TimeoutError(f"no complete answer from {redact(url)} within {self.timeout}s") from None
         except requests.RequestException as exc:
-            raise errors.ConnectionError(f"connection to {redact(url)} failed: {redact(exc)}") from None
+            raise errors.connection_error(redact(self.base_url), exc) from None
         finally:
             stats.latencies.append(time.perf_counter() - started)
         data = b"".join(chunks)
@@ -297,4 +324,5 @@ def _seconds(retry_after: str | None) -> float | None:
         return None
 
 
-__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "client_for", "empty_bars"]
+__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "check_base_url", "client_for",
+           "empty_bars"]

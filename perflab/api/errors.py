@@ -78,3 +78,39 @@ class MalformedResponseError(PolygonError):
     """A 200 whose body is not valid aggregates JSON."""
 
     retryable = True
+
+
+# What a failed connection means, in the words a user would use: (phrases in the exception text, reason,
+# whether the server was reached before it failed). The first match wins, so specific phrases come first.
+_CONNECTION_REASONS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
+    (("proxyerror", "unable to connect to proxy"), "the proxy refused the connection (check HTTPS_PROXY, HTTP_PROXY)",
+     False),
+    (("connection refused", "actively refused"), "connection refused", False),
+    (("failed to resolve", "name or service not known", "nodename nor servname", "getaddrinfo failed",
+      "temporary failure in name resolution", "no address associated"), "host name not found", False),
+    (("certificate verify failed",), "its TLS certificate is not trusted (set REQUESTS_CA_BUNDLE?)", False),
+    (("sslerror", "wrong version number"), "the TLS handshake failed (does that port speak https?)", False),
+    (("network is unreachable",), "network is unreachable", False),
+    (("no route to host", "host is unreachable"), "no route to host", False),
+    (("connection reset", "connection aborted", "remotedisconnected", "remote end closed"),
+     "the server closed the connection without an answer", True),
+    (("incompleteread", "connection broken", "invalidchunklength", "prematurely"),
+     "the answer was cut off mid-body", True),
+)
+
+
+def connection_error(base_url: str, exc: BaseException) -> ConnectionError:
+    """A failed connection in plain words ("cannot reach the API at URL: connection refused"), not a urllib3 repr.
+
+    The message names the base URL, not the request path, so every job that failed for this reason says the same.
+    """
+    text = f"{type(exc).__name__} {exc}".lower()
+    known = next(((reason, reached) for phrases, reason, reached in _CONNECTION_REASONS
+                  if any(p in text for p in phrases)), None)
+    if known is None:  # say at least what failed: urllib3 keeps the cause in ``reason``
+        cause = (getattr(exc.args[0], "reason", None) if exc.args else None) or exc
+        detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+        known = (f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__, False)
+    reason, reached = known
+    where = f"the connection to the API at {base_url} broke" if reached else f"cannot reach the API at {base_url}"
+    return ConnectionError(f"{where}: {reason}")
