@@ -6,15 +6,17 @@ run goes on, except for a rejected API key, which stops the run at once (nothing
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
 import pandas as pd
 from sqlalchemy.engine import Engine
-from tqdm import tqdm
+from tqdm import TqdmWarning
 
 from perflab.api.client import ClientStats, PolygonClient
 from perflab.api.dispatch import Dispatch
@@ -25,7 +27,7 @@ from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.outage import DbRetry
 from perflab.db.pool import connection_meter
 from perflab.db.writers import get_writer
-from perflab.errors import PerflabError
+from perflab.errors import InputError, PerflabError
 from perflab.features import compute_features
 from perflab.fixes import FixSet
 from perflab.group_commit import GroupCommitter, Handover
@@ -37,6 +39,32 @@ from perflab.presets import Preset, check_range, parse_date
 from perflab.redact import describe_error
 from perflab.resume import feature_input, fetch_missing, mark_done
 from perflab.timeframes import parse_timeframe
+
+with warnings.catch_warnings():  # without ipywidgets (the `lab` extra) a notebook gets the text bar, not a warning
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
+
+
+TICKER = re.compile(r"[A-Z][A-Z0-9]*(?:[.\-][A-Z0-9]+)*"  # AAPL, BRK.B, BF-B
+                    r"|[XCI]:[A-Z0-9]+(?:[.\-][A-Z0-9]+)*"  # X:BTCUSD, C:EURUSD, I:SPX
+                    r"|O:[A-Z][A-Z0-9]{0,5}\d{6}[CP]\d{8}")  # O:SPY251219C00650000
+TICKER_MAX = 12  # characters after the prefix, for all but option tickers
+TICKER_RULE = ("a Polygon ticker starts with a letter, then letters, digits and single '.' or '-' between them, "
+               "at most 12 characters (AAPL, BRK.B, BF-B), or has a prefix: X:BTCUSD, C:EURUSD, I:SPX, "
+               "O:SPY251219C00650000")
+
+
+def check_ticker(raw: str) -> str:
+    """``raw`` upper-cased if it is a Polygon ticker, else an InputError naming the rule (before any request)."""
+    ticker = raw.strip().upper()
+    if not ticker:
+        raise InputError("an empty symbol in the list: remove the extra comma")
+    body = ticker.partition(":")[2] if ticker[1:2] == ":" else ticker
+    if TICKER.fullmatch(ticker) and (ticker.startswith("O:") or len(body) <= TICKER_MAX):
+        return ticker
+    bad = next((c for c in ticker if not (c.isascii() and c.isalnum()) and c not in ".-:"), None)
+    why = f"it has {bad!r}" if bad else f"it is longer than {TICKER_MAX} characters" if len(body) > TICKER_MAX else ""
+    raise InputError(f"symbol {raw!r} is not a Polygon ticker{' (' + why + ')' if why else ''}: {TICKER_RULE}")
 
 
 @dataclass(frozen=True)
@@ -55,10 +83,12 @@ class Workload:
     @classmethod
     def parse(cls, symbols: Iterable[str], timeframes: Iterable[str], start: str | date, end: str | date,
               today: date | None = None) -> Workload:
-        """Validate user input: known timeframes, real dates, from <= to, not in the future."""
-        syms = tuple(s.strip().upper() for s in symbols if s.strip())
-        if not syms:
+        """Validate user input: Polygon tickers (each once), known timeframes, real dates, from <= to, not in the
+        future."""
+        symbols = list(symbols)
+        if not any(s.strip() for s in symbols):
             raise PerflabError("no symbols given: pass at least one, e.g. --symbols AAPL,MSFT")
+        syms = tuple(dict.fromkeys(check_ticker(s) for s in symbols))
         tfs = tuple(parse_timeframe(t.strip()).name for t in timeframes if t.strip())
         s, e = parse_date(start, "from"), parse_date(end, "to")
         check_range(s, e, today)

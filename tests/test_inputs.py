@@ -37,3 +37,26 @@ def test_unknown_preset_lists_known():
 def test_timeframe_mapping():
     tf = parse_timeframe("15m")
     assert (tf.multiplier, tf.timespan) == (15, "minute")
+
+
+@pytest.mark.parametrize("ticker", ["AAPL", "brk.b", "BF-B", "GOOGL", "ABCDEFGHIJKL", "X:BTCUSD", "X:1INCHUSD",
+                                    "C:EURUSD", "I:SPX", "I:VIX1D", "O:SPY251219C00650000"])
+def test_real_polygon_ticker_forms_are_accepted(ticker):
+    w = Workload.parse([ticker], ["1d"], "2024-03-04", "2024-03-05", today=date(2026, 1, 1))
+    assert w.symbols == (ticker.upper(),)
+
+
+@pytest.mark.parametrize("ticker, match", [
+    ("AAPL;DROP TABLE market_data", r"has ';'"), ("AAPL MSFT", "has ' '"), ("ABCDEFGHIJKLM", "longer than 12"),
+    ("X:ABCDEFGHIJKLM", "longer than 12"), ("ÄPPL", "has 'Ä'"), ("1AAPL", "starts with a letter"),
+    (".A", "not a Polygon ticker"), ("A..B", "not a Polygon ticker"), ("Z:ABC", "not a Polygon ticker"),
+    ("X:", "not a Polygon ticker"), ("O:SPY", "not a Polygon ticker"),
+])
+def test_malformed_tickers_are_rejected_with_the_rule(ticker, match):
+    with pytest.raises(InputError, match=match):
+        Workload.parse(["MSFT", ticker], ["1d"], "2024-03-04", "2024-03-05", today=date(2026, 1, 1))
+
+
+def test_an_empty_symbol_in_the_list_is_rejected():
+    with pytest.raises(InputError, match="empty symbol"):
+        Workload.parse(["AAPL", "", "MSFT"], ["1d"], "2024-03-04", "2024-03-05", today=date(2026, 1, 1))
