@@ -14,12 +14,11 @@ from perflab.redact import redact
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from perflab.reports import REPORTS_DIR, discover_notebooks, run_suite
+    from perflab.reports import REPORTS_DIR, discover_notebooks, run_suite, select_notebooks
 
     notebooks = discover_notebooks()
-    if args.only:
-        wanted = set(args.only.split(","))
-        notebooks = [nb for nb in notebooks if nb.stem[:2] in wanted or nb.stem in wanted]
+    if args.only is not None:
+        notebooks = select_notebooks(args.only, notebooks)
     suite = run_suite(args.preset, reports_dir=Path(args.reports or REPORTS_DIR), notebooks=notebooks,
                       timeout=args.timeout)
     print(f"index: {suite.index}")
@@ -57,7 +56,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset)
     workload = Workload.parse(
-        args.symbols.split(",") if args.symbols else preset.symbols,
+        args.symbols.split(",") if args.symbols is not None else preset.symbols,
         args.timeframes.split(",") if args.timeframes else preset.timeframes,
         args.start or preset.start, args.end or preset.end)
     fixes = FixSet.parse(args.fixes) if args.fixes is not None else FixSet.from_env()
@@ -84,6 +83,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
     if args.out:
         print(f"saved {result.save(args.out)}")
+    for line in result.warnings():
+        print(f"perflab: warning: {redact(line)}", file=sys.stderr)
+    for line in result.failure_summary():
+        print(f"perflab: {redact(line)}", file=sys.stderr)
     return 0 if result.failures == 0 else 1
 
 
@@ -139,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--from", dest="start", help="YYYY-MM-DD")
     bf.add_argument("--to", dest="end", help="YYYY-MM-DD")
     bf.add_argument("--fixes", help="none, all, a,b or all,-a (default: $PERFLAB_FIXES or none)")
-    bf.add_argument("--base-url", help="API base URL (default: $POLYGON_BASE_URL)")
-    bf.add_argument("--simulator", action="store_true", help="start a local simulator for this run")
+    api = bf.add_mutually_exclusive_group()
+    api.add_argument("--base-url", help="API base URL, http(s)://host[:port] (default: $POLYGON_BASE_URL)")
+    api.add_argument("--simulator", action="store_true", help="start a local simulator for this run")
     bf.add_argument("--fresh", action="store_true", help="empty market_data and quant_features first")
     bf.add_argument("--label")
     bf.add_argument("--out", help="save the run result JSON here")

@@ -64,6 +64,22 @@ def discover_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
 
 
+def select_notebooks(only: str, notebooks: list[Path]) -> list[Path]:
+    """The suite's notebooks that ``only`` names (comma-separated numbers like ``01`` or ``1``, or names like
+    ``01_baseline`` or ``baseline``), in suite order; a name that matches none is an error listing the choices."""
+    def keys(nb: Path) -> set[str]:
+        return {nb.stem, nb.stem[:2], nb.stem[3:]}
+
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    wanted = [w.zfill(2) if w.isdigit() else w for w in wanted]
+    unknown = [w for w in wanted if not any(w in keys(nb) for nb in notebooks)]
+    if unknown or not wanted:
+        choices = ", ".join(nb.stem for nb in notebooks) or f"none: {NOTEBOOKS_DIR} has no NN_name.ipynb"
+        what = f"matches {', '.join(map(repr, unknown))}" if unknown else "was named"
+        raise PerflabError(f"no notebook {what}: choose from {choices}")
+    return [nb for nb in notebooks if keys(nb) & set(wanted)]
+
+
 def export_html(notebook: Path, target: Path) -> Path:
     """Convert an executed notebook to HTML without input cells (a report, not code)."""
     import nbformat
@@ -114,7 +130,6 @@ def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, note
     Nothing it starts outlives it: the simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each
     kernel polls for its parent (ipykernel's ``JPY_PARENT_PID``) and a SIGTERM unwinds through the cleanup.
     """
-    exit_on_sigterm()
     p = get_preset(preset)
     notebooks = notebooks if notebooks is not None else discover_notebooks()
     if not notebooks:

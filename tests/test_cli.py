@@ -14,6 +14,8 @@ def perflab(*args, env=None):
 @pytest.mark.parametrize("args, env, match", [
     (["backfill", "--simulator", "--timeframes", "7m"], {}, "unknown timeframe"),
     (["backfill", "--simulator", "--from", "2024-03-05", "--to", "2024-03-01"], {}, "after"),
+    (["backfill", "--simulator", "--symbols", ""], {}, "no symbols given"),
+    (["backfill", "--simulator", "--symbols", "AAPL,,MSFT"], {}, "empty symbol"),
     (["backfill"], {"POLYGON_BASE_URL": "https://api.polygon.io", "POLYGON_API_KEY": ""}, "POLYGON_API_KEY"),
     (["backfill", "--simulator"], {"PERFLAB_DATABASE_URL": "postgresql://u:s3cretpw@127.0.0.1:1/x"},
      "cannot reach the database"),
@@ -38,3 +40,8 @@ def test_serve_prints_its_url():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_simulator_and_base_url_together_are_refused():
+    proc = perflab("backfill", "--simulator", "--base-url", "http://127.0.0.1:8080")
+    assert proc.returncode == 2 and "--base-url: not allowed with argument --simulator" in proc.stderr

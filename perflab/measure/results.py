@@ -6,6 +6,8 @@ Saved as versioned JSON (``schema_version``) so results from different commits c
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -184,6 +186,37 @@ class RunResult:
     @classmethod
     def load(cls, path: str | Path) -> RunResult:
         return cls.from_dict(_read_json(path))
+
+    # What went wrong, in words: the CLI prints these lines, notebooks can show them.
+
+    def failure_summary(self) -> list[str]:
+        """One line per distinct reason jobs failed, with its count, most frequent first, e.g.
+        ``9 of 9 jobs failed: ConnectionError: cannot reach the API at http://127.0.0.1:1: connection refused``."""
+        counts = Counter(failure_reason(j.error) for j in self.jobs if j.error is not None)
+        return [f"{n} of {len(self.jobs)} jobs failed: {reason}" for reason, n in counts.most_common()]
+
+    def empty_symbols(self) -> list[str]:
+        """Symbols whose every job asked the API, succeeded and got no bars: most likely tickers the API does not know
+        (Polygon answers an unknown ticker with status OK and no results)."""
+        jobs: dict[str, list[JobRecord]] = {}
+        for j in self.jobs:
+            jobs.setdefault(j.symbol, []).append(j)
+        return [symbol for symbol, js in jobs.items() if any(j.requests for j in js)
+                and all(j.ok and j.rows == 0 and j.feature_rows == 0 for j in js)]
+
+    def warnings(self) -> list[str]:
+        """``APPL: no bars 2024-03-04..2024-03-05 — unknown ticker?`` for each of :meth:`empty_symbols`."""
+        w = self.params.get("workload")
+        span = f"{w['start']}..{w['end']}" if isinstance(w, dict) and "start" in w else "in the range"
+        return [f"{symbol}: no bars {span} — unknown ticker?" for symbol in self.empty_symbols()]
+
+
+_REQUEST_PATH = re.compile(r"/v2/aggs/ticker/\S*?(?=:\s|\s|$)")
+
+
+def failure_reason(error: str) -> str:
+    """A job's error without the request path (it names the job, not the cause), so alike failures group together."""
+    return _REQUEST_PATH.sub("/v2/aggs/...", error)
 
 
 def _read_json(path: str | Path) -> dict:
