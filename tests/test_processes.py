@@ -93,6 +93,14 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
                             text=True, start_new_session=True, env=env)
 
 
+def stop_with(proc: subprocess.Popen, how: str) -> None:
+    """End ``proc`` as a user would: ``kill -TERM``/``kill -KILL`` on it, or Ctrl-C (SIGINT to its whole group)."""
+    if how == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(getattr(signal, how))
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_serve_leaves_no_simulator_behind(how):
     proc = start(["serve", "--preset", "smoke"])
@@ -100,11 +108,8 @@ def test_serve_leaves_no_simulator_behind(how):
         url = read_line(proc)
         assert requests.get(f"{url}/_stats", timeout=5).ok
         started = children(proc.pid)
-        assert [p for p in started if "perflab.simulator.server" in " ".join(_cmdline(p))], started
-        if how == "SIGINT":
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
-        else:
-            proc.send_signal(getattr(signal, how))
+        assert simulators(proc.pid), started
+        stop_with(proc, how)
         proc.wait(GRACE_S)
         assert wait_gone(started) == [], f"left running after {how} of perflab serve"
         with pytest.raises(requests.ConnectionError):
@@ -129,17 +134,19 @@ def test_backfill_with_simulator_leaves_nothing_when_it_ends(engine):
     assert wait_gone(list(seen.values()), timeout=2) == []
 
 
-def test_backfill_with_simulator_killed_leaves_no_simulator(engine):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_backfill_with_simulator_ended_mid_run_leaves_no_simulator(engine, how):
     proc = start(BACKFILL)
     try:
-        # Freeze the command the moment its simulator exists: it is then killed mid-run, whatever the timing.
+        # Freeze the command the moment its simulator exists: it then ends mid-run, whatever the timing.
         sim = wait_for("the simulator to start", lambda: simulators(proc.pid), proc=proc)[0]
         proc.send_signal(signal.SIGSTOP)
         wait_for("the simulator to listen", lambda: listening(sim))
         started = children(proc.pid)
-        proc.kill()
+        stop_with(proc, how)
+        proc.send_signal(signal.SIGCONT)  # a stopped process acts on its pending signal once continued
         proc.wait(GRACE_S)
-        assert wait_gone(started) == [], "left running after SIGKILL of perflab backfill --simulator"
+        assert wait_gone(started) == [], f"left running after {how} of perflab backfill --simulator"
     finally:
         proc.kill()
         proc.communicate()
@@ -157,7 +164,7 @@ def _executed_a_cell(reports: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_run_ended_leaves_no_simulator_and_no_kernel(engine, tmp_path, how):
     proc = start(["run", "--preset", "smoke", "--only", "01", "--reports", str(tmp_path)])
     try:
@@ -165,7 +172,7 @@ def test_run_ended_leaves_no_simulator_and_no_kernel(engine, tmp_path, how):
         started = children(proc.pid)
         assert simulators(proc.pid), started
         assert [p for p in started if "ipykernel" in " ".join(_cmdline(p))], started
-        proc.send_signal(getattr(signal, how))
+        stop_with(proc, how)
         proc.wait(GRACE_S)
         assert wait_gone(started) == [], f"left running after {how} of perflab run"
     finally:
