@@ -109,3 +109,17 @@ def test_staleness_is_reported_in_hours(clean_db, sim):
     assert read.stale_hours == pytest.approx(6.0, abs=0.01)
     with pytest.raises(errors.PerflabError, match="no features are stored"):
         service.cached("KO", "1d", day, day)
+
+
+def test_an_api_that_never_answers_is_waited_out_once_per_outage_not_once_per_job():
+    """A refused connection with api.breaker: every job gives up max_wait_s after the outage began."""
+    policy = BreakerPolicy(failure_threshold=2, cooldown_s=0.05, max_wait_s=0.6)
+    guarded = GuardedClient(PolygonClient("http://127.0.0.1:1"), CircuitBreaker(policy))
+    day = date(2024, 3, 4)
+    started = time.monotonic()
+    for symbol in ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN"):
+        with pytest.raises((CircuitOpenError, errors.ConnectionError), match="connection refused|stayed down"):
+            guarded.get_aggregates(symbol, 1, "day", day, day)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * policy.max_wait_s, f"five jobs waited {elapsed:.1f}s: the outage was waited out per job"
+    assert guarded.breaker.outage_since() is not None

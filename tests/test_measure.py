@@ -1,6 +1,7 @@
 """Measurement as data: stage attribution, run sets, comparison noise, criteria, verdict rules, history."""
 
 import json
+import time
 
 import pytest
 
@@ -114,7 +115,9 @@ def test_history_stores_each_run_once(engine):
 def test_sampler_sees_cpu_memory_and_connections(engine):
     with engine.connect():
         with ResourceSampler(engine, interval_s=0.05) as sampler:
-            sum(i * i for i in range(2_000_000))
+            deadline = time.monotonic() + 10  # busy until two samples are in (the probe connects first)
+            while sampler.summary.samples < 2 and time.monotonic() < deadline:
+                sum(i * i for i in range(200_000))
     s = sampler.summary
     assert s.samples >= 2 and s.rss_peak_mb > 10 and s.cpu_peak_pct > 0
     assert s.db_connections_peak >= 1

@@ -5,8 +5,11 @@
       └──────────────(probe answered)────────────┼──────(probe failed)──────────┘
 
 Only outage-like errors count (5xx, timeouts, resets, malformed bodies): a 4xx or a 429 means the API
-is up and answering. :class:`GuardedClient` makes a job wait out an open circuit (bounded by
-``max_wait_s``) instead of failing, so a backfill rides through an outage and finishes on its own.
+is up and answering. :class:`GuardedClient` makes a job wait out an open circuit instead of failing,
+so a backfill rides through an outage and finishes on its own. The wait is bounded per outage, not per
+job: ``max_wait_s`` after the first failure of an outage every waiting job gives up together, so an API
+that never answers (a wrong base URL, a refused connection) ends the run in ``max_wait_s``, not in one
+``max_wait_s`` per job.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def is_outage(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    """When to open (consecutive failures), how long to stay open, and how long a job may wait for recovery."""
+    """When to open (consecutive failures), how long to stay open, and how long an outage may be waited out."""
 
     failure_threshold: int = 3
     cooldown_s: float = 1.0
@@ -72,6 +75,7 @@ class CircuitBreaker:
         self._state = CLOSED
         self._failures = 0
         self._opened_at = 0.0
+        self._outage_since: float | None = None
         self._probing = False
         self.events: list[BreakerEvent] = [BreakerEvent(0.0, CLOSED, "start")]
 
@@ -86,6 +90,11 @@ class CircuitBreaker:
     def _move(self, state: str, reason: str) -> None:
         self._state = state
         self.events.append(BreakerEvent(self.now(), state, reason if len(reason) <= 120 else reason[:117] + "..."))
+
+    def outage_since(self) -> float | None:
+        """When (seconds since creation) the first failure of the current outage came; None while healthy."""
+        with self._lock:
+            return None if self._outage_since is None else self._outage_since - self.origin
 
     def retry_in(self) -> float:
         """Seconds until a call may go through (0 when closed)."""
@@ -112,6 +121,7 @@ class CircuitBreaker:
         """The API answered: close the circuit (ends a probe)."""
         with self._lock:
             self._failures = 0
+            self._outage_since = None
             self._probing = False
             if self._state != CLOSED:
                 self._move(CLOSED, "probe answered: resuming")
@@ -120,6 +130,8 @@ class CircuitBreaker:
         """An outage-like failure: open after ``failure_threshold`` in a row, or at once if it was the probe."""
         with self._lock:
             self._failures += 1
+            if self._outage_since is None:
+                self._outage_since = self._clock()
             self._probing = False
             if self._state == HALF_OPEN or (self._state == CLOSED and self._failures >= self.policy.failure_threshold):
                 why = "probe failed" if self._state == HALF_OPEN else f"{self._failures} failures in a row"
@@ -159,7 +171,8 @@ class GuardedClient:
     """A :class:`PolygonClient` behind a :class:`CircuitBreaker` (the ``api.breaker`` fix).
 
     A job whose fetch fails with an outage error is tried again once the circuit lets it (after the
-    client's own retries are spent); while the circuit is open it waits, for at most ``max_wait_s``.
+    client's own retries are spent); while the circuit is open it waits, until ``max_wait_s`` after the
+    outage began (for whichever job saw it first).
     """
 
     def __init__(self, client: PolygonClient, breaker: CircuitBreaker | None = None,
@@ -193,13 +206,17 @@ class GuardedClient:
         """
         breaker = self.breaker
         began = breaker.now()
-        deadline = began + breaker.policy.max_wait_s
         spent = ClientStats()
         attempts = 0
+
+        def deadline() -> float:
+            since = breaker.outage_since()
+            return (began if since is None else min(began, since)) + breaker.policy.max_wait_s
+
         while True:
             if not breaker.allow():
                 wait = breaker.retry_in()
-                if breaker.now() + wait > deadline:
+                if breaker.now() + wait > deadline():
                     self._note(began, "gave_up", breaker.now() - began)
                     exc = CircuitOpenError(
                         f"the API stayed down for more than {breaker.policy.max_wait_s:.0f}s (circuit open): "
@@ -224,7 +241,7 @@ class GuardedClient:
                     raise
                 breaker.record_failure(f"{type(exc).__name__}: {exc}")
                 self._note(start, "failure")
-                if breaker.now() > deadline:
+                if breaker.now() > deadline():
                     raise
                 continue
             breaker.record_success()
