@@ -120,7 +120,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perflab", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="perflab", description="A performance lab for market-data backfill pipelines: measure where the time "
+        "goes (api, db, compute), fix it behind flags, prove the gain.")
     sub = parser.add_subparsers(dest="command", required=True)
     presets = list(PRESETS)
 
