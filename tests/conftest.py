@@ -77,9 +77,16 @@ def sim():
 # --- No process left behind (tests/test_processes.py tests each command; this checks the suite itself) ---
 
 def _leftover_children() -> list:
-    """Children of this pytest process still running, other than the shared embedded PostgreSQL and its janitor."""
+    """Children of this pytest process still running, other than the shared embedded PostgreSQL and its janitor.
+
+    The feature pool is shut down first (as at exit); multiprocessing's forkserver and resource tracker stay
+    until their parent exits, by design (they end on EOF of a pipe from it), so they are not counted.
+    """
     import psutil
 
+    from perflab.features import parallel
+
+    parallel.shutdown()
     left = []
     for child in psutil.Process().children(recursive=True):
         try:
@@ -88,7 +95,9 @@ def _leftover_children() -> list:
             command = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if not (child.name().startswith("postgres") or "perflab.db.janitor" in command):
+        helper = "from multiprocessing.resource_tracker import" in command or \
+            "from multiprocessing.forkserver import" in command
+        if not (child.name().startswith("postgres") or "perflab.db.janitor" in command or helper):
             left.append((child, command))
     return left
 
