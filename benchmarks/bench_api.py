@@ -17,15 +17,13 @@ from datetime import date
 
 import numpy as np
 
-from perflab.api.bulk import fetch_jobs
-from perflab.api.client import client_for
-from perflab.api.dispatch import Dispatch
-from perflab.fixes import FixSet
 from perflab.measure.benchrecord import save_bench
-from perflab.path_a import STEPS
-from perflab.presets import get_preset
+from perflab.pipeline.dispatch import Dispatch
+from perflab.pipeline.fixes import FixSet, client_for
+from perflab.pipeline.presets import get_preset
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.bars import bars_between
+from perflab.studies.path_a import STEPS, fetch_jobs
 from perflab.timeframes import parse_timeframe
 
 RATE_PER_S = 25.0

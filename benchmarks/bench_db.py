@@ -19,10 +19,10 @@ import pandas as pd
 
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, set_indexes
-from perflab.db.study import Timing, find_optimal_batch_size, psql_copy, synthetic_bars, time_write
 from perflab.db.writers import WRITERS
-from perflab.fixes import FixSet
 from perflab.measure.benchrecord import save_bench
+from perflab.pipeline.fixes import FixSet
+from perflab.studies.path_b import Timing, find_optimal_batch_size, psql_copy, synthetic_bars, time_write
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 5000, 10_000, 20_000)
 

@@ -20,12 +20,11 @@ import statistics
 import time
 
 from perflab.api.ratelimit import rate_limit_floor
-from perflab.lab import open_lab
 from perflab.measure.benchrecord import save_bench
 from perflab.measure.compare import compare
 from perflab.measure.timing import StageTimer
-from perflab.presets import get_preset
-from perflab.simulator import SimulatorConfig
+from perflab.pipeline.presets import get_preset
+from perflab.studies.lab import open_lab
 
 
 def main() -> int:
@@ -73,7 +72,7 @@ def main() -> int:
           f"(range {after.spread('wall_seconds')})")
     print(f"all fixes vs baseline: {speedup:.1f}x faster (target >= 10x; the plan expected 1.3-1.4x) "
           f"-> {'PASS' if speedup >= 10 else 'FAIL'}")
-    sim = SimulatorConfig.for_preset(lab.preset)
+    sim = lab.preset.simulator_config()
     floor = rate_limit_floor(after.median("requests"), sim.rate_limit_per_s, sim.burst) if sim.rate_limit_per_s else 0.0
     best = result.total.before / floor if floor else None
     if floor:

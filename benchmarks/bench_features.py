@@ -16,8 +16,8 @@ import time
 
 import pandas as pd
 
-from perflab.features.bench import FORCED_POOL, PANELS, build_panel, compare_implementations
 from perflab.measure.benchrecord import save_bench
+from perflab.studies.path_c import FORCED_POOL, PANELS, build_panel, compare_implementations
 
 TARGETS = {"vectorized_speedup_vs_loop_min": 200, "vectorized_ms_per_symbol_max": 10}
 

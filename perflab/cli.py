@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from perflab.errors import PerflabError
-from perflab.presets import PRESETS
+from perflab.pipeline.presets import PRESETS
 from perflab.redact import redact
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from perflab.reports import REPORTS_DIR, discover_notebooks, run_suite, select_notebooks
+    from perflab.report.suite import REPORTS_DIR, discover_notebooks, run_suite, select_notebooks
 
     notebooks = discover_notebooks()
     if args.only is not None:
@@ -26,12 +26,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from perflab.presets import get_preset
-    from perflab.simulator import SimulatorConfig, start_simulator
+    from perflab.pipeline.presets import get_preset
+    from perflab.simulator import start_simulator
     from perflab.simulator.lifeline import exit_on_sigterm
 
     exit_on_sigterm()  # SIGTERM stops the simulator on the way out; SIGKILL leaves that to its lifeline
-    config = SimulatorConfig.for_preset(get_preset(args.preset), seed=args.seed)
+    config = get_preset(args.preset).simulator_config(seed=args.seed)
     with start_simulator(config, host="127.0.0.1", port=args.port) as sim:
         print(sim.url, flush=True)
         try:
@@ -45,14 +45,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from perflab.api.breaker import guard
-    from perflab.api.client import client_for
-    from perflab.backfill import Workload, run_backfill
     from perflab.db.engine import get_engine
     from perflab.db.migrate import apply_schema, reset_data
-    from perflab.fixes import FixSet
     from perflab.measure.history import store_run
-    from perflab.presets import get_preset
-    from perflab.simulator import SimulatorConfig, start_simulator
+    from perflab.pipeline.fixes import FixSet, client_for
+    from perflab.pipeline.presets import get_preset
+    from perflab.pipeline.scheduler import Workload, run_backfill
+    from perflab.simulator import start_simulator
 
     preset = get_preset(args.preset)
     workload = Workload.parse(
@@ -68,7 +67,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         base_url = args.base_url
         if args.simulator:
-            base_url = stack.enter_context(start_simulator(SimulatorConfig.for_preset(preset))).url
+            base_url = stack.enter_context(start_simulator(preset.simulator_config())).url
         settings = fixes.settings()
         client = guard(client_for(settings, base_url, rate_limit_per_s=preset.rate_limit_per_s), settings.breaker)
         engine = get_engine()

@@ -1,9 +1,9 @@
 import sqlalchemy as sa
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
 from perflab.measure.results import RunResult
-from perflab.presets import get_preset
+from perflab.pipeline.presets import get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.simulator.bars import bars_between
 from perflab.timeframes import parse_timeframe
 

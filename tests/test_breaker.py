@@ -18,9 +18,8 @@ from perflab.api.breaker import (
     GuardedClient,
 )
 from perflab.api.client import PolygonClient, RetryPolicy
-from perflab.chaos import SimulatorOutage
-from perflab.degrade import FeatureService, StaleDataWarning
 from perflab.simulator import SimulatorConfig, start_simulator
+from perflab.studies.resilience import FeatureService, SimulatorOutage, StaleDataWarning
 
 
 class Clock:

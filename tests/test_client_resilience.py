@@ -7,9 +7,9 @@ import pytest
 import requests
 
 from perflab.api import errors
-from perflab.api.client import PolygonClient, RetryPolicy, client_for
+from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.api.ratelimit import AdaptivePacer
-from perflab.fixes import FixSet
+from perflab.pipeline.fixes import FixSet, client_for
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.bars import bars_between
 

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from pgrestart import can_restart, restart_server, server_started
 
 from perflab.db.pool import connection_meter, server_connections
-from perflab.db.study import row_counts, synthetic_bars
 from perflab.db.writers import get_writer
+from perflab.simulator.bars import synthetic_bars
+from perflab.studies.path_b import row_counts
 
 restartable = pytest.mark.skipif(not can_restart(), reason="needs a server the tests can restart")
 

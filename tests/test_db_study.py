@@ -3,20 +3,20 @@
 import sqlalchemy as sa
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
 from perflab.db.migrate import reset_data
-from perflab.db.study import (
+from perflab.measure.results import RunSet
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.presets import get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.simulator.bars import synthetic_bars
+from perflab.studies.path_b import (
     compare_writers,
     find_optimal_batch_size,
     fix_progression,
     index_study,
     psql_copy,
     row_counts,
-    synthetic_bars,
 )
-from perflab.fixes import FixSet
-from perflab.measure.results import RunSet
-from perflab.presets import get_preset
 
 
 def test_batch_sweep_returns_the_best_size_with_its_curve(clean_db):

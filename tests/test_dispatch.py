@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from perflab.api.dispatch import BATCH_STAGGER_S, Dispatch
 from perflab.api.errors import AuthError
-from perflab.fixes import FixSet
+from perflab.pipeline.dispatch import BATCH_STAGGER_S, Dispatch
+from perflab.pipeline.fixes import FixSet
 
 JOBS = [(s, tf) for s in ("A", "B", "C") for tf in ("1m", "1h", "5m", "1d")]
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from perflab.api.client import PolygonClient
 from perflab.db.coverage import covered_days, drop_stored, missing_ranges, stored_bars
 from perflab.db.writers import get_writer
-from perflab.resume import fetch_missing, mark_done
+from perflab.pipeline.resume import fetch_missing, mark_done
 from perflab.simulator import LOCAL_API_KEY
 from perflab.simulator.bars import bars_between
 from perflab.timeframes import parse_timeframe

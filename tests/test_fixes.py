@@ -1,7 +1,7 @@
 import pytest
 
 from perflab.errors import InputError
-from perflab.fixes import FIXES, FixSet, PipelineSettings, stable_fraction
+from perflab.pipeline.fixes import FIXES, FixSet, PipelineSettings, stable_fraction
 
 
 def test_none_is_the_baseline():

@@ -6,15 +6,15 @@ import pytest
 import sqlalchemy as sa
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
 from perflab.db import binary_copy as bc
 from perflab.db import driver
 from perflab.db.coverage import missing_ranges, missing_ranges_many
 from perflab.db.group_store import SeriesWrite, write_group
 from perflab.db.writers import prepare
 from perflab.features import compute_panel
-from perflab.fixes import FixSet
-from perflab.presets import get_preset
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.presets import get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
 
 SMOKE = get_preset("smoke")
 

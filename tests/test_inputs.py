@@ -2,9 +2,9 @@ from datetime import date
 
 import pytest
 
-from perflab.backfill import Workload
 from perflab.errors import InputError, PerflabError
-from perflab.presets import PRESETS, get_preset
+from perflab.pipeline.presets import PRESETS, get_preset
+from perflab.pipeline.scheduler import Workload
 from perflab.timeframes import parse_timeframe
 
 

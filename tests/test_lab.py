@@ -1,6 +1,6 @@
 """The notebook harness: one configuration is never measured twice within a report."""
 
-from perflab.lab import open_lab
+from perflab.studies.lab import open_lab
 
 
 def test_repeat_reuses_runs_measured_into_the_same_out_dir(clean_db, sim, tmp_path):

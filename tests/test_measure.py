@@ -127,9 +127,9 @@ def test_saved_results_follow_the_published_json_schema(tmp_path, clean_db, sim)
     import jsonschema
 
     from perflab.api.client import PolygonClient
-    from perflab.backfill import Workload, run_backfill
     from perflab.measure.results import JSON_SCHEMA
-    from perflab.presets import get_preset
+    from perflab.pipeline.presets import get_preset
+    from perflab.pipeline.scheduler import Workload, run_backfill
 
     schema = json.loads(JSON_SCHEMA.read_text())
     run = run_backfill(Workload.from_preset(get_preset("smoke")), PolygonClient(sim.url), clean_db)

@@ -8,11 +8,11 @@ from datetime import date
 import pytest
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
 from perflab.db.migrate import reset_data
-from perflab.fixes import FixSet
 from perflab.measure.results import RunSet
 from perflab.measure.verdict import classify
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.simulator import SimulatorConfig, start_simulator
 
 

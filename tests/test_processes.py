@@ -26,7 +26,7 @@ import requests
 
 from perflab.db.embedded import DATABASE_URL_ENV, HOME_ENV
 from perflab.db.janitor import is_alive, lock_path, postmaster
-from perflab.lab import open_lab
+from perflab.studies.lab import open_lab
 
 CLI = [sys.executable, "-m", "perflab.cli"]
 GRACE_S = 10.0
@@ -245,7 +245,7 @@ def test_kernel_that_opened_a_lab_shuts_down_cleanly_and_quickly(tmp_path):
         kc.wait_for_ready(timeout=60)
         out: list[str] = []
         reply = kc.execute_interactive(
-            "from perflab.lab import open_lab; lab = open_lab('smoke'); print(lab.out_dir)", timeout=120,
+            "from perflab.studies.lab import open_lab; lab = open_lab('smoke'); print(lab.out_dir)", timeout=120,
             output_hook=lambda msg: out.append(msg["content"].get("text", "")))
         assert reply["content"]["status"] == "ok", reply["content"]
         kernel = km.provisioner.process

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from perflab.profiling import CALL_COLUMNS, LINE_COLUMNS, profile_calls, profile_lines
+from perflab.measure.profiling import CALL_COLUMNS, LINE_COLUMNS, profile_calls, profile_lines
 
 
 def _slow(n: int) -> int:

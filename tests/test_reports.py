@@ -1,6 +1,6 @@
 import pytest
 
-from perflab.reports import NOTEBOOKS_DIR, run_suite
+from perflab.report.suite import NOTEBOOKS_DIR, run_suite
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_suite_writes_html_and_index(suite):
 
 
 def test_index_looks_right_in_a_headless_browser(suite, tmp_path):
-    from perflab.screenshot import find_chromium, inspect, screenshot
+    from screenshot import find_chromium, inspect, screenshot
 
     if find_chromium() is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")

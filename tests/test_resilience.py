@@ -12,19 +12,19 @@ from pgrestart import restart_server, skip_unless_restartable
 
 from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.api.errors import AuthError
-from perflab.backfill import Workload, run_backfill
-from perflab.chaos import audit_bars
 from perflab.db.models import MarketData
 from perflab.db.writers import WRITERS, Writer, batches
 from perflab.errors import InputError
-from perflab.fixes import FIXES, Fix, FixSet, register_fix
-from perflab.lab import open_lab
+from perflab.pipeline.fixes import FIXES, Fix, FixSet
+from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.studies.lab import open_lab
+from perflab.studies.resilience import audit_bars
 
 DAYS = (date(2024, 3, 4), date(2024, 3, 5))
 
 
 @pytest.fixture
-def restart_between_batches():
+def restart_between_batches(monkeypatch):
     """A writer holding one connection across batches, with the database restarted after the first batch."""
     skip_unless_restartable()
     state = {"restarts": 0}
@@ -40,12 +40,11 @@ def restart_between_batches():
                     state["restarts"] += 1
         return len(rows)
 
-    WRITERS["restart_midway"] = Writer("restart_midway", "test: DB restart after the first batch", write)
-    register_fix(Fix("test.restart_midway", "test", "restart the DB mid-write",
-                     lambda s: replace(s, writer="restart_midway")))
-    yield state
-    WRITERS.pop("restart_midway")
-    FIXES.pop("test.restart_midway")
+    monkeypatch.setitem(WRITERS, "restart_midway", Writer("restart_midway", "test: DB restart after the first batch",
+                                                          write))
+    monkeypatch.setitem(FIXES, "test.restart_midway", Fix("test.restart_midway", "test", "restart the DB mid-write",
+                                                          lambda s: replace(s, writer="restart_midway")))
+    return state
 
 
 @pytest.mark.parametrize("fixes, lost", [("test.restart_midway,db.retry", False), ("test.restart_midway", True)])

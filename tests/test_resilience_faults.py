@@ -7,17 +7,17 @@ from datetime import date
 import pytest
 import requests
 
-from perflab import resilience
 from perflab.api.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, GuardedClient
-from perflab.api.client import RetryPolicy, client_for
+from perflab.api.client import RetryPolicy
 from perflab.api.errors import AuthError
-from perflab.backfill import Workload, run_backfill
-from perflab.chaos import audit_bars
-from perflab.fixes import FixSet
-from perflab.lab import Lab
-from perflab.presets import SYMBOLS_25, get_preset
+from perflab.pipeline.fixes import FixSet, client_for
+from perflab.pipeline.presets import SYMBOLS_25, get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS
+from perflab.studies import resilience
+from perflab.studies.lab import Lab
+from perflab.studies.resilience import audit_bars
 
 DAYS = (date(2024, 3, 4), date(2024, 3, 5))
 FAST = dict(latency_s=(2.0, 4.0), time_scale=0.0005)

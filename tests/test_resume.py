@@ -5,11 +5,11 @@ from datetime import date
 import sqlalchemy as sa
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
-from perflab.chaos import audit_bars, kill_backfill
 from perflab.db.coverage import missing_ranges, record_coverage
-from perflab.fixes import FixSet
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.simulator import SimulatorConfig, start_simulator
+from perflab.studies.resilience import audit_bars, kill_backfill
 
 RESUME = FixSet.parse("api.missing_only,db.retry")
 

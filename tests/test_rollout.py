@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 
 from perflab.api.client import PolygonClient
-from perflab.backfill import Workload, run_backfill
 from perflab.cli import main
-from perflab.fixes import FIXES, FixSet, stable_fraction
 from perflab.measure.results import JSON_SCHEMA, JobRecord
+from perflab.pipeline.fixes import FIXES, FixSet, stable_fraction
+from perflab.pipeline.scheduler import Workload, run_backfill
 
 ROLLOUT = 0.3
 IN, OUT = "AAPL", "MSFT"  # stable fractions 0.12 and 0.52

@@ -14,10 +14,10 @@ import pytest
 
 from perflab.api.client import PolygonClient
 from perflab.api.errors import ConnectionError as ApiConnectionError
-from perflab.backfill import Workload
 from perflab.errors import InputError, PerflabError
 from perflab.measure.results import JobRecord, RunResult
-from perflab.reports import discover_notebooks, select_notebooks
+from perflab.pipeline.scheduler import Workload
+from perflab.report.suite import discover_notebooks, select_notebooks
 
 RANGE = ["--from", "2024-03-04", "--to", "2024-03-05"]
 KEY = "sekret-key-7890"
@@ -166,9 +166,9 @@ def test_client_accepts_http_urls_with_a_path_prefix(url, base):
 def test_progress_bar_is_notebook_aware_and_lab_extra_has_widgets():
     import tqdm.auto
 
-    from perflab import backfill
+    from perflab.pipeline import scheduler
 
-    assert backfill.tqdm is tqdm.auto.tqdm
+    assert scheduler.tqdm is tqdm.auto.tqdm
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     assert any(dep.startswith("ipywidgets") for dep in project["optional-dependencies"]["lab"])
 

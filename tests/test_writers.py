@@ -7,9 +7,9 @@ import sqlalchemy as sa
 
 from perflab.db.errors import ConstraintError
 from perflab.db.feature_store import write_features
-from perflab.db.study import synthetic_bars
 from perflab.db.writers import WRITERS, Batch, copy_binary_payload, get_writer, prepare
 from perflab.errors import InputError
+from perflab.simulator.bars import synthetic_bars
 
 NAMES = list(WRITERS)
 BAR_SQL = ("SELECT symbol, timeframe, time, open, high, low, close, volume, vwap, transactions "

@@ -1,5 +1,3 @@
-"""Talking to Polygon: the client and its typed errors."""
-
-from perflab.api.client import ClientStats, FetchResult, PolygonClient, RetryPolicy
-
-__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy"]
+"""Talking to Polygon: ``client`` (pagination, parsing, the fixes' client), ``errors`` (typed, with the
+response), ``ratelimit`` (token bucket and pacer), ``breaker`` (circuit breaker). Nothing is imported here,
+so the simulator can use the token bucket without loading the client."""

@@ -22,7 +22,6 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from perflab.api import errors
 from perflab.api.ratelimit import AdaptivePacer
 from perflab.errors import ConfigError, InputError
-from perflab.fixes import PipelineSettings
 from perflab.redact import redact, register_secret
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
@@ -280,14 +279,6 @@ def _aggregates_body(resp: requests.Response, data: bytes) -> dict:
     return body
 
 
-def client_for(settings: PipelineSettings, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
-               retry: RetryPolicy | None = None, **kw) -> PolygonClient:
-    """The client the settings ask for: backoff (``retry``, default :class:`RetryPolicy`) and pacing (toward
-    ``rate_limit_per_s``) switched on or off."""
-    return PolygonClient(base_url, retry=(retry or RetryPolicy()) if settings.backoff else None,
-                         pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, **kw)
-
-
 def _raise_for_status(resp: requests.Response, data: bytes, stats: ClientStats) -> None:
     if resp.status_code < 400:
         return
@@ -324,5 +315,5 @@ def _seconds(retry_after: str | None) -> float | None:
         return None
 
 
-__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "check_base_url", "client_for",
+__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "check_base_url",
            "empty_bars"]

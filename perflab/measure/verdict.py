@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from perflab.fixes import FIXES
 from perflab.measure.results import RunResult, RunSet
+from perflab.pipeline.fixes import FIXES
 
 PATH_NAMES = {"A": "API bottleneck", "B": "DB bottleneck", "C": "computation (balanced)"}
 

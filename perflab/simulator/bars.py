@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 
 from perflab.timeframes import NY, ny_date, ny_midnight_ms
 
@@ -159,3 +160,17 @@ def calendar_bars(seed: int, ticker: str, multiplier: int, timespan: str, start_
     days = [ny_date(t) for t in daily.t.tolist()]
     keys = np.array([ny_midnight_ms(period_start(d, timespan, multiplier)) for d in days], np.int64)
     return _aggregate(daily, keys)
+
+
+def synthetic_bars(n: int, start: str = "2024-01-02", freq: str = "1min", seed: int = 0) -> pd.DataFrame:
+    """``n`` plausible bars (random-walk prices) in the client's frame layout, one per ``freq`` step."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    spread = np.abs(rng.normal(0, 2e-3, n)) * close
+    return pd.DataFrame({
+        "time": pd.date_range(start, periods=n, freq=freq, tz="UTC"),
+        "open": open_, "high": np.maximum(open_, close) + spread, "low": np.minimum(open_, close) - spread,
+        "close": close, "volume": rng.integers(100, 100_000, n).astype("float64"),
+        "vwap": (open_ + close) / 2, "transactions": rng.integers(1, 500, n),
+    })

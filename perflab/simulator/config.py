@@ -6,8 +6,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from perflab.api.client import LOCAL_API_KEY
-from perflab.presets import SYMBOLS_25, Preset
+LOCAL_API_KEY = "perflab-local-key"  # accepted when POLYGON_API_KEY is unset (the client sends the same to 127.0.0.1)
+SYMBOLS_25 = (
+    "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "META", "TSLA", "JPM", "V", "JNJ",
+    "WMT", "PG", "XOM", "UNH", "HD", "BAC", "MA", "DIS", "KO", "PEP",
+    "CSCO", "INTC", "NFLX", "ADBE", "CRM",
+)
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,6 @@ class SimulatorConfig:
     def burst(self) -> float:
         """Tokens the rate-limit bucket holds (meaningful only with a rate limit)."""
         return self.rate_limit_burst or max(1.0, (self.rate_limit_per_s or 0.0) / 10)
-
-    @classmethod
-    def for_preset(cls, preset: Preset, **overrides) -> SimulatorConfig:
-        base = cls(latency_s=preset.latency_s, time_scale=preset.time_scale, rate_limit_per_s=preset.rate_limit_per_s)
-        return cls(**{**asdict(base), **overrides})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -21,16 +21,16 @@ import psutil
 from sqlalchemy.engine import Engine
 
 from perflab.api.breaker import GuardedClient, guard
-from perflab.api.client import PolygonClient, client_for
-from perflab.backfill import Workload, run_backfill
+from perflab.api.client import PolygonClient
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.errors import InputError
-from perflab.fixes import FixSet
 from perflab.measure.history import store_run
 from perflab.measure.results import RunResult, RunSet
-from perflab.presets import Preset, get_preset
-from perflab.simulator import SimulatorConfig, SimulatorProcess, start_simulator
+from perflab.pipeline.fixes import FixSet, client_for
+from perflab.pipeline.presets import Preset, get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.simulator import SimulatorProcess, start_simulator
 from perflab.simulator.lifeline import exit_on_sigterm
 from perflab.simulator.process import fetch_stats
 
@@ -182,5 +182,5 @@ def open_lab(preset: str | Preset = "smoke", base_url: str | None = None, out_di
     out.mkdir(parents=True, exist_ok=True)
     if _in_kernel():
         exit_on_sigterm()  # a kernel SIGTERMed at shutdown still stops its simulator and leaves the embedded server
-    sim = start_simulator(SimulatorConfig.for_preset(p)) if base_url is None else None  # stopped at exit too
+    sim = start_simulator(p.simulator_config()) if base_url is None else None  # stopped at exit too
     return Lab(p, sim.url if sim else base_url, out, engine, sim, scratch=scratch)

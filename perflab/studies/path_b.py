@@ -24,9 +24,51 @@ from sqlalchemy.engine import Engine
 from perflab.db.migrate import index_statements, reset_data, set_indexes
 from perflab.db.writers import COLUMNS, WRITERS, Batch, copy_text_payload, get_writer, prepare
 from perflab.errors import PerflabError
+from perflab.simulator.bars import synthetic_bars
 
 if TYPE_CHECKING:
     from perflab.measure.results import RunSet
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+
+def writer_rates(table: pd.DataFrame, reference: str = "psql \\copy", title: str = "Rows/s per strategy") -> Figure:
+    """Horizontal bars of rows/s (log scale) per strategy, each labelled with its ratio to ``reference``."""
+    rates = table["rows_per_s"].sort_values()
+    ref = rates.get(reference)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rates) + 1.2))
+    colors = ["#BBBBBB" if name == reference else "#DD8452" for name in rates.index]
+    bars = ax.barh(rates.index, rates.to_numpy(), color=colors)
+    for rect, rate in zip(bars, rates):
+        note = f" {rate:,.0f}/s" + (f"  ({rate / ref:.2f}x {reference})" if ref else "")
+        ax.text(rect.get_width(), rect.get_y() + rect.get_height() / 2, note, va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(rates.min() / 2, rates.max() * 15)
+    ax.set_xlabel("rows per second (log scale, median of repeats)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def batch_curve(sweeps: list[BatchSweep], fix_value: int | None = None) -> Figure:
+    """Rows/s against batch size per writer (median line, min-max band), the fix's size marked."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for sweep in sweeps:
+        curve = sweep.curve
+        lo, hi = curve["rows"] / curve["max_s"], curve["rows"] / curve["min_s"]
+        line, = ax.plot(curve.index, curve["rows_per_s"], marker="o", label=f"{sweep.writer} (best {sweep.best:,})")
+        ax.fill_between(curve.index, lo, hi, color=line.get_color(), alpha=0.15)
+    if fix_value:
+        ax.axvline(fix_value, color="#555555", linestyle="--", label=f"db.batch_size fix: {fix_value:,}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rows per batch (one transaction each)")
+    ax.set_ylabel("rows per second")
+    ax.set_title("Batch-size sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000, 5000, 10_000, 20_000)
 
@@ -56,20 +98,6 @@ class StudySize:
         return cls(rows=25_000, caps={"orm_row": 1_000, "orm_bulk": 5_000, "execute_values": 15_000},
                    sweep_rows=20_000, sweep_sizes=SWEEP_SIZES, index_series=20, index_rows_per_series=1_000,
                    repeats=2)
-
-
-def synthetic_bars(n: int, start: str = "2024-01-02", freq: str = "1min", seed: int = 0) -> pd.DataFrame:
-    """``n`` plausible bars (random-walk prices) in the client's frame layout, one per ``freq`` step."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    spread = np.abs(rng.normal(0, 2e-3, n)) * close
-    return pd.DataFrame({
-        "time": pd.date_range(start, periods=n, freq=freq, tz="UTC"),
-        "open": open_, "high": np.maximum(open_, close) + spread, "low": np.minimum(open_, close) - spread,
-        "close": close, "volume": rng.integers(100, 100_000, n).astype("float64"),
-        "vwap": (open_ + close) / 2, "transactions": rng.integers(1, 500, n),
-    })
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from perflab.fixes import PipelineSettings
+from perflab.pipeline.fixes import PipelineSettings
 from perflab.timeframes import parse_timeframe
 
 Job = tuple[str, str]  # (symbol, timeframe name)

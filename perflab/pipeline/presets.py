@@ -10,13 +10,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import date
 
 from perflab.errors import InputError
+from perflab.simulator.config import SYMBOLS_25, SimulatorConfig
 from perflab.timeframes import parse_timeframe
 
-SYMBOLS_25 = (
-    "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "META", "TSLA", "JPM", "V", "JNJ",
-    "WMT", "PG", "XOM", "UNH", "HD", "BAC", "MA", "DIS", "KO", "PEP",
-    "CSCO", "INTC", "NFLX", "ADBE", "CRM",
-)
 TIMEFRAMES_5 = ("1m", "5m", "15m", "1h", "1d")
 
 
@@ -47,6 +43,11 @@ class Preset:
     def with_overrides(self, **changes) -> Preset:
         """Copy with some fields changed (e.g. fewer symbols for a quick look)."""
         return replace(self, **changes)
+
+    def simulator_config(self, **overrides) -> SimulatorConfig:
+        """The simulator this preset runs against: its latency, time scale and rate limit (plus ``overrides``)."""
+        return replace(SimulatorConfig(latency_s=self.latency_s, time_scale=self.time_scale,
+                                       rate_limit_per_s=self.rate_limit_per_s), **overrides)
 
 
 PRESETS: dict[str, Preset] = {

@@ -19,7 +19,6 @@ from sqlalchemy.engine import Engine
 from tqdm import TqdmWarning
 
 from perflab.api.client import ClientStats, PolygonClient
-from perflab.api.dispatch import Dispatch
 from perflab.api.errors import AuthError
 from perflab.db.coverage import missing_ranges_many
 from perflab.db.feature_store import write_features
@@ -29,15 +28,16 @@ from perflab.db.pool import connection_meter
 from perflab.db.writers import get_writer
 from perflab.errors import InputError, PerflabError
 from perflab.features import compute_features
-from perflab.fixes import FixSet
-from perflab.group_commit import GroupCommitter, Handover
 from perflab.measure.environment import collect_environment
 from perflab.measure.resources import ResourceSampler
 from perflab.measure.results import JobRecord, RunResult
 from perflab.measure.timing import StageTimer
-from perflab.presets import Preset, check_range, parse_date
+from perflab.pipeline.committer import GroupCommitter, Handover
+from perflab.pipeline.dispatch import Dispatch
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.presets import Preset, check_range, parse_date
+from perflab.pipeline.resume import feature_input, fetch_missing, mark_done
 from perflab.redact import describe_error
-from perflab.resume import feature_input, fetch_missing, mark_done
 from perflab.timeframes import parse_timeframe
 
 with warnings.catch_warnings():  # without ipywidgets (the `lab` extra) a notebook gets the text bar, not a warning

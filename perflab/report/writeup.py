@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from perflab.measure.compare import Comparison
+from perflab.measure.plan import EXPECTED_PROGRESSION
 from perflab.measure.results import RunSet
 from perflab.measure.verdict import Verdict
-from perflab.plan import EXPECTED_PROGRESSION
 
 
 def progression_table(baseline: RunSet, steps: list[RunSet]) -> pd.DataFrame:

@@ -15,8 +15,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.ratelimit import AdaptivePacer
 from perflab.errors import InputError
-from perflab.plan import PATH_CLAIMS
+from perflab.measure.plan import PATH_CLAIMS
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,6 @@ FIXES: dict[str, Fix] = {
 
 MASTER_SWITCH = "ENABLE_PHASE3_OPTIMIZATION"
 FIXES_ENV = "PERFLAB_FIXES"
-
-
-def register_fix(fix: Fix) -> None:
-    """Add or replace a fix in the registry (used by layers that bring their own)."""
-    FIXES[fix.name] = fix
 
 
 def stable_fraction(key: str) -> float:
@@ -191,3 +188,11 @@ def progression(path: str) -> list[FixSet]:
         raise InputError(f"no fixes for path {path!r}: use one of {', '.join(PATH_CLAIMS)}")
     names = PATH_CLAIMS[path]["fixes"]
     return [FixSet.parse(names[: i + 1]) for i in range(len(names))]
+
+
+def client_for(settings: PipelineSettings, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
+               retry: RetryPolicy | None = None, **kw) -> PolygonClient:
+    """The client the settings ask for: backoff (``retry``, default :class:`RetryPolicy`) and pacing (toward
+    ``rate_limit_per_s``) switched on or off."""
+    return PolygonClient(base_url, retry=(retry or RetryPolicy()) if settings.backoff else None,
+                         pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, **kw)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from perflab.features import compute_panel, parallel
 from perflab.features.equality import compare_panels
-from perflab.presets import SYMBOLS_25, TIMEFRAMES_5
+from perflab.pipeline.presets import SYMBOLS_25, TIMEFRAMES_5
 from perflab.simulator.bars import day_bars
 from perflab.simulator.config import SimulatorConfig
 from perflab.timeframes import parse_timeframe
