@@ -44,13 +44,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from perflab.api.breaker import guard
-    from perflab.db.engine import get_engine
-    from perflab.db.migrate import apply_schema, reset_data
-    from perflab.measure.history import store_run
-    from perflab.pipeline.fixes import FixSet, client_for
+    from perflab.pipeline.fixes import FixSet
+    from perflab.pipeline.measured import measured_backfill
     from perflab.pipeline.presets import get_preset
-    from perflab.pipeline.scheduler import Workload, run_backfill
+    from perflab.pipeline.scheduler import Workload
     from perflab.simulator import start_simulator
 
     preset = get_preset(args.preset)
@@ -68,16 +65,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         base_url = args.base_url
         if args.simulator:
             base_url = stack.enter_context(start_simulator(preset.simulator_config())).url
-        settings = fixes.settings()
-        client = guard(client_for(settings, base_url, rate_limit_per_s=preset.rate_limit_per_s), settings.breaker)
-        engine = get_engine()
-        if args.fresh:
-            apply_schema(engine)
-            reset_data(engine)
-        result = run_backfill(workload, client, engine, fixes, label=args.label or fixes.spec,
-                              params={"preset": preset.name}, progress=sys.stderr.isatty(),
-                              time_scale=preset.time_scale)
-        store_run(engine, result)
+        result = measured_backfill(workload, fixes, preset=preset, base_url=base_url, label=args.label,
+                                   progress=sys.stderr.isatty(), fresh=args.fresh)
     print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
     if args.out:

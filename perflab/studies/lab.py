@@ -20,16 +20,16 @@ from pathlib import Path
 import psutil
 from sqlalchemy.engine import Engine
 
-from perflab.api.breaker import GuardedClient, guard
+from perflab.api.breaker import GuardedClient
 from perflab.api.client import PolygonClient
 from perflab.db.engine import get_engine
-from perflab.db.migrate import apply_schema, reset_data
+from perflab.db.migrate import apply_schema
 from perflab.errors import InputError
-from perflab.measure.history import store_run
 from perflab.measure.results import RunResult, RunSet
-from perflab.pipeline.fixes import FixSet, client_for
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.measured import build_client, measured_backfill
 from perflab.pipeline.presets import Preset, get_preset
-from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.pipeline.scheduler import Workload
 from perflab.simulator import SimulatorProcess, start_simulator
 from perflab.simulator.lifeline import exit_on_sigterm
 from perflab.simulator.process import fetch_stats
@@ -68,9 +68,8 @@ class Lab:
     def client(self, fixes: FixSet | None = None, base_url: str | None = None, **kw) -> PolygonClient | GuardedClient:
         """A client for this lab's API (or ``base_url``): backoff and pacing (toward the preset's rate limit) as the
         fixes say, guarded by the circuit breaker when ``api.breaker`` is on."""
-        settings = (fixes or FixSet()).settings()
-        client = client_for(settings, base_url or self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s, **kw)
-        return guard(client, settings.breaker)
+        return build_client(fixes or FixSet(), base_url or self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s,
+                            **kw)
 
     def server_stats(self) -> dict:
         return fetch_stats(self.base_url)
@@ -87,24 +86,10 @@ class Lab:
         if progress is None:
             progress = not os.environ.get(HEADLESS_ENV)
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
-        label = label or fixset.spec
-        if fresh:
-            reset_data(self.engine)
-        base_url = base_url or self.base_url
-        before = fetch_stats(base_url)
-        client = self.client(fixset, base_url)
-        try:
-            result = run_backfill(workload or self.workload, client, self.engine, fixset, label=label,
-                                  params={"preset": self.preset.name}, progress=progress, instrument=instrument,
-                                  time_scale=self.preset.time_scale)
-        finally:
-            client.close()
-        after = fetch_stats(base_url)
-        if isinstance(client, GuardedClient):
-            result.params["breaker"] = client.report.to_dict()
-        result.server_stats = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        store_run(self.engine, result)
-        self.results[label] = result
+        result = measured_backfill(workload or self.workload, fixset, self.engine, preset=self.preset,
+                                   base_url=base_url or self.base_url, label=label, progress=progress,
+                                   instrument=instrument, fresh=fresh)
+        self.results[result.label] = result
         return result
 
     def repeat(self, fixes: str | FixSet = "none", label: str | None = None, n: int | None = None,

@@ -33,8 +33,9 @@ from perflab.db.migrate import reset_data
 from perflab.errors import PerflabError
 from perflab.features import compute_features
 from perflab.measure.results import RunResult
-from perflab.pipeline.fixes import FixSet, client_for
-from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.measured import build_client, measured_backfill
+from perflab.pipeline.scheduler import Workload
 from perflab.simulator import SimulatorProcess, start_simulator
 from perflab.simulator.bars import bars_between
 from perflab.studies.lab import Lab
@@ -326,10 +327,9 @@ def breaker_outage(lab: Lab, after_s: float = 0.3, duration_s: float = 1.5,
     reset_data(lab.engine)
     with start_simulator(lab.preset.simulator_config()) as sim:
         fixes = FixSet.parse("api.backoff,api.breaker,db.retry")
-        client = client_for(fixes.settings(), sim.url, rate_limit_per_s=lab.preset.rate_limit_per_s,
-                            retry=RetryPolicy(attempts=2, initial_s=0.02))
-        guard = GuardedClient(client, CircuitBreaker(policy))
-        service = FeatureService(client, lab.engine, guard.breaker)
+        guard = build_client(fixes, sim.url, rate_limit_per_s=lab.preset.rate_limit_per_s,
+                             retry=RetryPolicy(attempts=2, initial_s=0.02), breaker=policy)
+        service = FeatureService(guard.client, lab.engine, guard.breaker)
         outage = SimulatorOutage(sim)
         symbol, timeframe = lab.workload.jobs()[0]
         reads: list[FeatureRead] = []
@@ -348,13 +348,11 @@ def breaker_outage(lab: Lab, after_s: float = 0.3, duration_s: float = 1.5,
         reader = threading.Thread(target=read_while_down, daemon=True)
         reader.start()
         try:
-            run = run_backfill(lab.workload, guard, lab.engine, fixes, label="outage",
-                               params={"preset": lab.preset.name}, time_scale=lab.preset.time_scale)
+            run = measured_backfill(lab.workload, fixes, lab.engine, preset=lab.preset, client=guard, label="outage")
         finally:
             outage.join()
             reader.join(5)
-            client.close()
-    run.params["breaker"] = guard.report.to_dict()
+            guard.close()
     return OutageResult(run, guard, outage.timeline, reads[0] if reads else None, audit_bars(lab.engine, lab.workload))
 
 
