@@ -18,14 +18,14 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import TqdmWarning
 
-from perflab.api.client import ClientStats, PolygonClient
+from perflab.api.client import ClientStats, FetchResult, PolygonClient
 from perflab.api.errors import AuthError
 from perflab.db.coverage import missing_ranges_many
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.outage import DbRetry
 from perflab.db.pool import connection_meter
-from perflab.db.writers import get_writer
+from perflab.db.writers import Writer, get_writer
 from perflab.errors import InputError, PerflabError
 from perflab.features import compute_features
 from perflab.measure.environment import collect_environment
@@ -36,9 +36,9 @@ from perflab.pipeline.committer import GroupCommitter, Handover
 from perflab.pipeline.dispatch import Dispatch
 from perflab.pipeline.fixes import FixSet
 from perflab.pipeline.presets import Preset, check_range, parse_date
-from perflab.pipeline.resume import feature_input, fetch_missing, mark_done
+from perflab.pipeline.resume import Ranges, feature_input, fetch_missing, mark_done
 from perflab.redact import describe_error
-from perflab.timeframes import parse_timeframe
+from perflab.timeframes import Timeframe, parse_timeframe
 
 with warnings.catch_warnings():  # without ipywidgets (the `lab` extra) a notebook gets the text bar, not a warning
     warnings.simplefilter("ignore", TqdmWarning)
@@ -111,56 +111,97 @@ def _record_stats(record: JobRecord, st: ClientStats) -> None:
 def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonClient, engine: Engine,
              fixes: FixSet, timer: StageTimer, committer: GroupCommitter | None = None,
              missing: dict | None = None) -> JobRecord:
-    """One job with its symbol's settings: a symbol outside the rollout runs the baseline path of every
+    """One job with its symbol's settings: fetch, then hand the bars over to the committer, or write bars, compute
+    and write features and mark the days done itself. A symbol outside the rollout runs the baseline path of every
     per-symbol fix (its own writes, not the committer's). ``record.code_path`` says what it ran."""
     settings = fixes.settings(symbol)
-    tf, job = parse_timeframe(timeframe), (symbol, timeframe)
     record = JobRecord(symbol, timeframe)
     db = DbRetry(engine, enabled=settings.db_retry)
-    run_timer, timer = timer, timer.child()
+    job = _Job(workload, parse_timeframe(timeframe), engine, record, db, timer.child())
+    handover = None
     try:
-        with timer.stage("api"):
-            record.code_path.update(page_limit=settings.page_limit, missing_only=settings.missing_only)
-            if settings.missing_only:
-                fetched, todo = fetch_missing(client, engine, symbol, tf, workload.start, workload.end,
-                                              limit=settings.page_limit, ranges=(missing or {}).get(job))
-            else:
-                fetched, todo = client.get_aggregates(symbol, tf.multiplier, tf.timespan, workload.start,
-                                                      workload.end, limit=settings.page_limit), None
+        fetched, todo = job.fetch(client, settings.page_limit, settings.missing_only,
+                                  (missing or {}).get((symbol, timeframe)))
         _record_stats(record, fetched.stats)
-        whole = todo is None or todo == [(workload.start, workload.end)]
-        if settings.group_commit and committer is not None and whole:  # whole range: features need no read-back
-            _finish(record, db, timer, run_timer)  # before the hand-over: from then on the committer adds to it
-            committer.hand_over(Handover(record, fetched.bars, todo or []))
-            return record
-        writer = get_writer(settings.writer)
-        record.code_path.update(writer=writer.name, batch_size=settings.batch_size, features=settings.feature_impl,
-                                db_retry=db.enabled)
-        with timer.stage("db"):
-            record.rows = db.write_bars(writer, symbol, timeframe, fetched.bars,
-                                        settings.batch_size, skip_stored=settings.missing_only)
-            bars = fetched.bars if todo is None else db.run(
-                lambda: feature_input(engine, symbol, tf, workload.start, workload.end, todo))
-        with timer.stage("compute"):
-            features = compute_features(bars, settings.feature_impl) if len(bars) else pd.DataFrame()
-        with timer.stage("db"):
-            record.feature_rows = db.run(lambda: write_features(engine, symbol, timeframe, features))
-            if todo:
-                db.run(lambda: mark_done(engine, symbol, tf, todo))
+        if settings.group_commit and committer is not None and job.whole(todo):  # features need no read-back
+            handover = Handover(record, fetched.bars, todo or [])
+        else:
+            writer = get_writer(settings.writer)
+            record.code_path.update(writer=writer.name, batch_size=settings.batch_size, features=settings.feature_impl,
+                                    db_retry=db.enabled)
+            bars = job.store_bars(fetched.bars, todo, writer, settings.batch_size, skip_stored=settings.missing_only)
+            job.store_features(bars, todo, settings.feature_impl)
     except AuthError:
         raise
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
         if getattr(exc, "stats", None) is not None:  # a failed fetch still cost requests and retries
             _record_stats(record, exc.stats)
         record.error = describe_error(exc)
-    return _finish(record, db, timer, run_timer)
-
-
-def _finish(record: JobRecord, db: DbRetry, timer: StageTimer, run_timer: StageTimer) -> JobRecord:
-    record.retries += db.retries
-    record.stages = timer.busy()
-    run_timer.intervals.extend(timer.intervals)
+    job.finish(timer)
+    if handover is not None:
+        committer.hand_over(handover)  # after finish: from then on the committer adds to the record
     return record
+
+
+@dataclass
+class _Job:
+    """The steps of one (symbol, timeframe) job, each timed in its stage on the job's own timer."""
+
+    workload: Workload
+    tf: Timeframe
+    engine: Engine
+    record: JobRecord
+    db: DbRetry
+    timer: StageTimer
+
+    @property
+    def symbol(self) -> str:
+        return self.record.symbol
+
+    def fetch(self, client: PolygonClient, page_limit: int, missing_only: bool,
+              ranges: Ranges | None) -> tuple[FetchResult, Ranges | None]:
+        """The job's bars: the whole range, or (``missing_only``) the days not stored yet, with those day ranges."""
+        w, tf = self.workload, self.tf
+        with self.timer.stage("api"):
+            self.record.code_path.update(page_limit=page_limit, missing_only=missing_only)
+            if missing_only:
+                fetched, todo = fetch_missing(client, self.engine, self.symbol, tf, w.start, w.end, limit=page_limit,
+                                              ranges=ranges)
+            else:
+                fetched, todo = client.get_aggregates(self.symbol, tf.multiplier, tf.timespan, w.start, w.end,
+                                                      limit=page_limit), None
+        return fetched, todo
+
+    def whole(self, todo: Ranges | None) -> bool:
+        """Whether the fetch covered the workload's whole range (its bars are all the features need)."""
+        return todo is None or todo == [(self.workload.start, self.workload.end)]
+
+    def store_bars(self, bars: pd.DataFrame, todo: Ranges | None, writer: Writer, batch_size: int | None, *,
+                   skip_stored: bool) -> pd.DataFrame:
+        """Write the fetched bars; return what features are computed from: those bars, or after a partial fetch
+        (``todo``) every stored bar of the range (rolling windows need them)."""
+        w = self.workload
+        with self.timer.stage("db"):
+            self.record.rows = self.db.write_bars(writer, self.symbol, self.record.timeframe, bars, batch_size,
+                                                  skip_stored=skip_stored)
+            return bars if todo is None else self.db.run(
+                lambda: feature_input(self.engine, self.symbol, self.tf, w.start, w.end, todo))
+
+    def store_features(self, bars: pd.DataFrame, todo: Ranges | None, impl: str) -> None:
+        """Compute the features of ``bars`` and write them, then mark the fetched day ranges done (the last step)."""
+        with self.timer.stage("compute"):
+            features = compute_features(bars, impl) if len(bars) else pd.DataFrame()
+        with self.timer.stage("db"):
+            self.record.feature_rows = self.db.run(
+                lambda: write_features(self.engine, self.symbol, self.record.timeframe, features))
+            if todo:
+                self.db.run(lambda: mark_done(self.engine, self.symbol, self.tf, todo))
+
+    def finish(self, run_timer: StageTimer) -> None:
+        """Close the record: the DB retries and stage seconds of this job, its intervals added to the run's."""
+        self.record.retries += self.db.retries
+        self.record.stages = self.timer.busy()
+        run_timer.intervals.extend(self.timer.intervals)
 
 
 def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixes: FixSet | None = None, *,
