@@ -16,32 +16,30 @@ from dataclasses import dataclass
 import psycopg
 import psycopg2
 from sqlalchemy.engine import Engine
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from perflab.db.errors import is_transient, mapped
+from perflab.retry import RetryPolicy
+
+DB_BATCH = RetryPolicy(retry_on=is_transient, attempts=8, initial_s=0.1, max_s=2.0)
+"""A batch whose failure is transient, tried again whole: 8 tries, exponential 0.1..2 s apart (~7 s in all)."""
 
 
 @dataclass(frozen=True)
 class BatchRetry:
-    """Retry a failed batch whole, with exponential backoff, while the failure is transient (~7 s in all).
+    """Retry a failed batch whole under ``policy`` (:data:`DB_BATCH`), its errors mapped to perflab's types.
 
     Always on: switching ``db.retry`` off does not switch this off."""
 
-    attempts: int = 8
-    initial_s: float = 0.1
-    max_s: float = 2.0
+    policy: RetryPolicy = DB_BATCH
 
     def run(self, fn: Callable[[], int]) -> int:
         """``fn()`` with database errors mapped to perflab's types, retried whole while transient."""
-        retrying = Retrying(stop=stop_after_attempt(self.attempts),
-                            wait=wait_exponential(multiplier=self.initial_s, max=self.max_s),
-                            retry=retry_if_exception(is_transient), reraise=True)
 
         def attempt() -> int:
             with mapped():
                 return fn()
 
-        return retrying(attempt)
+        return self.policy.run(attempt)
 
 
 RETRY = BatchRetry()
