@@ -1,0 +1,43 @@
+"""Notebook 06: the baseline, the chosen path's fixes one at a time, then all fixes, judged against the plan.
+
+``measure_baseline`` repeats the baseline and lets the plan's rules pick the path; ``progression_runs``
+repeats that path's cumulative fixes and then every fix; ``headline`` gives the report index its numbers.
+Each configuration runs ``preset.repeats`` times (runs already in ``out_dir``, notebook 01's baseline
+among them, count toward that).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from perflab.measure.compare import Comparison
+from perflab.measure.results import RunSet
+from perflab.measure.verdict import Verdict, classify
+from perflab.pipeline.fixes import progression
+from perflab.studies.lab import Lab
+
+
+def measure_baseline(lab: Lab) -> tuple[RunSet, Verdict]:
+    """The repeated baseline (saved as ``baseline_runs.json``) and the path the plan's rules pick from it."""
+    baseline = lab.repeat("none", "baseline")
+    baseline.save(lab.out_dir / "baseline_runs.json")
+    return baseline, classify(baseline)
+
+
+def progression_runs(lab: Lab, path: str) -> list[RunSet]:
+    """``path``'s fix 1, fixes 1-2, ... (the plan's Expected Progression, cumulative), then all fixes last
+    (saved as ``after_all.json``), each repeated."""
+    steps = [lab.repeat(fixes, f"path {path}: {fixes.spec}") for fixes in progression(path)]
+    steps.append(lab.repeat("all", "all fixes"))
+    steps[-1].save(lab.out_dir / "after_all.json")
+    return steps
+
+
+def headline(verdict: Verdict, comparison: Comparison, criteria: pd.DataFrame) -> dict:
+    """The report index's numbers for notebook 06: the path, baseline and all-fixes seconds, speed-up, criteria
+    passed out of those measurable at this preset."""
+    passed = criteria.passed.dropna()
+    return {
+        "verdict": f"Path {verdict.path}", "baseline s": comparison.total.before, "all fixes s": comparison.total.after,
+        "speedup": f"{comparison.total.speedup:.1f}x", "criteria passed": f"{int(passed.sum())}/{len(passed)}",
+    }
