@@ -1,10 +1,18 @@
-"""How a simulator behaves: seed, latency model, accepted key, ticker universe, rate limit, faults."""
+"""How a simulator behaves: seed, cost model (latency per request), accepted key, ticker universe, rate limit, faults.
+
+The cost model (``docs/simulator.md`` states it and its calibration): one request costs a seeded base drawn
+uniformly from ``latency_s`` (round trip and server queueing), plus ``per_bar_s`` for each bar in the page
+(server time: query and serialisation), plus the body's bytes on the wire (gzip when the client asks)
+over ``transfer_bytes_per_s``; all of it times ``time_scale``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
+
+from perflab.errors import InputError
 
 LOCAL_API_KEY = "perflab-local-key"  # accepted when POLYGON_API_KEY is unset (the client sends the same to 127.0.0.1)
 SYMBOLS_25 = (
@@ -18,13 +26,16 @@ SYMBOLS_25 = (
 class SimulatorConfig:
     """Everything that shapes the simulator's answers; the same config gives the same bars and delays.
 
-    ``rate_limit_per_s`` is per API key in wall seconds (not scaled by ``time_scale``); the bucket holds
-    ``rate_limit_burst`` tokens (default a tenth of a second's worth, at least 1). ``faults``: see
-    :mod:`perflab.simulator.faults`.
+    ``latency_s``, ``per_bar_s`` and ``transfer_bytes_per_s`` are at full scale; ``time_scale`` multiplies the
+    whole delay (``transfer_bytes_per_s=None``: transfer is free). ``rate_limit_per_s`` is per API key in wall
+    seconds (not scaled by ``time_scale``); the bucket holds ``rate_limit_burst`` tokens (default a tenth of a
+    second's worth, at least 1). ``faults``: see :mod:`perflab.simulator.faults`.
     """
 
     seed: int = 42
-    latency_s: tuple[float, float] = (2.0, 4.0)
+    latency_s: tuple[float, float] = (0.5, 0.8)
+    per_bar_s: float = 30e-6
+    transfer_bytes_per_s: float | None = 2e6
     time_scale: float = 1.0
     api_key: str = field(default_factory=lambda: os.environ.get("POLYGON_API_KEY") or LOCAL_API_KEY)
     tickers: tuple[str, ...] | None = SYMBOLS_25 + ("SPY", "QQQ", "IWM", "DIA")
@@ -32,6 +43,31 @@ class SimulatorConfig:
     rate_limit_burst: int | None = None
     retry_after: bool = True
     faults: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.latency_s
+        if not 0 <= lo <= hi:
+            raise InputError(f"simulator latency_s must be (low, high) seconds, 0 <= low <= high: got {self.latency_s}")
+        if self.per_bar_s < 0 or self.time_scale < 0:
+            raise InputError("simulator per_bar_s and time_scale must be >= 0: "
+                             f"got {self.per_bar_s} and {self.time_scale}")
+        if self.transfer_bytes_per_s is not None and self.transfer_bytes_per_s <= 0:
+            raise InputError("simulator transfer_bytes_per_s must be > 0 (or None: free transfer): "
+                             f"got {self.transfer_bytes_per_s}")
+
+    def request_cost_s(self, u: float, bars: int = 0, wire_bytes: int = 0) -> float:
+        """Full-scale seconds one request costs: base at uniform draw ``u`` in [0, 1), plus its bars and bytes."""
+        lo, hi = self.latency_s
+        return lo + (hi - lo) * u + self.page_cost_s(bars, wire_bytes)
+
+    def page_cost_s(self, bars: int, wire_bytes: int) -> float:
+        """Full-scale seconds that grow with the page: server time per bar plus transfer of the wire bytes."""
+        transfer = wire_bytes / self.transfer_bytes_per_s if self.transfer_bytes_per_s else 0.0
+        return bars * self.per_bar_s + transfer
+
+    def full_scale_s(self, requests: int, bars: int, wire_bytes: int) -> float:
+        """Expected full-scale seconds of ``requests`` requests that carried ``bars`` bars in ``wire_bytes`` bytes."""
+        return requests * sum(self.latency_s) / 2 + self.page_cost_s(bars, wire_bytes)
 
     @property
     def burst(self) -> float:

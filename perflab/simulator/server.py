@@ -2,15 +2,19 @@
 
 Serves ``GET /v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}`` with the body of
 the official OpenAPI schema, ``next_url`` pagination, Bearer or ``apiKey`` auth, a per-key token-bucket
-rate limit (429 + ``Retry-After``), a seeded latency per request and seeded fault injection
-(:mod:`perflab.simulator.faults`). ``GET /_stats`` reports the server's own counters; ``POST /_faults``
-replaces the faults in force (``GET /_faults`` shows them), so a test can trip the API and heal it.
+rate limit (429 + ``Retry-After``), a seeded latency per request that grows with the page (the cost model
+of :class:`~perflab.simulator.config.SimulatorConfig`), ``Content-Encoding: gzip`` when the client accepts
+it, and seeded fault injection (:mod:`perflab.simulator.faults`). ``GET /_stats`` reports the server's own
+counters of API traffic (``bytes_sent``: body bytes on the wire, compressed when gzip; ``bytes_decoded``: the
+same bodies before encoding, what a client reads after decoding); ``POST /_faults`` replaces the faults in force
+(``GET /_faults`` shows them), so a test can trip the API and heal it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import os
 import random
@@ -41,6 +45,7 @@ AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+
 # How many base bars one bar of each timespan stands for (``limit`` counts base bars, as Polygon's does).
 BASE_BARS = {"second": 1, "minute": 1, "hour": 60, "day": 1, "week": 5, "month": 21, "quarter": 63, "year": 252}
 CONFIG_ENV = "PERFLAB_SIM_CONFIG"
+GZIP_LEVEL = 1  # nginx's default gzip_comp_level: a 5,000-bar page shrinks ~3.7x for ~4 ms of server CPU
 RATE_LIMIT_MESSAGE = ("You've exceeded the maximum requests per minute, please wait or upgrade your "
                       "subscription to continue. https://polygon.io/pricing")
 
@@ -67,6 +72,19 @@ def _bool(value: str | None, default: bool) -> bool:
     return default if value is None else value.lower() not in ("false", "0", "no")
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header admits gzip (``gzip``, ``x-gzip`` or ``*``, without ``q=0``)."""
+    for item in (accept_encoding or "").split(","):
+        name, *params = (part.strip().lower() for part in item.split(";"))
+        if name in ("gzip", "x-gzip", "*"):
+            q = next((p[2:] for p in params if p.startswith("q=")), "1")
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 class Simulator:
     """The server's state: config, latency and fault draws, rate-limit buckets and counters. Thread-safe."""
 
@@ -80,10 +98,20 @@ class Simulator:
         self.started = time.monotonic()
         self.stats: Counter = Counter()
 
-    def latency(self) -> float:
-        lo, hi = self.config.latency_s
+    def draw_latency(self) -> float:
+        """The next seeded uniform draw in [0, 1) that places this request's base latency in ``latency_s``."""
         with self._lock:
-            return self._rng.uniform(lo, hi) * self.config.time_scale
+            return self._rng.random()
+
+    def wait_out(self, started: float, u: float, bars: int = 0, wire_bytes: int = 0) -> None:
+        """Sleep until the request's modelled cost (scaled) has passed since ``started``.
+
+        The server's real work (bars, JSON, gzip) counts toward the modelled server time instead of adding to it.
+        """
+        cost = self.config.request_cost_s(u, bars, wire_bytes) * self.config.time_scale
+        remaining = started + cost - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -222,23 +250,38 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         return
 
+    def _encode(self, data: bytes) -> tuple[bytes, dict]:
+        """The body as it goes on the wire, and its headers: gzip when the client accepts it (as Polygon serves)."""
+        if accepts_gzip(self.headers.get("Accept-Encoding")):
+            return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0), {"Content-Encoding": "gzip"}
+        return data, {}
+
     def _send_bytes(self, status: int, data: bytes, headers: dict | None = None, trickle_s: float = 0.0) -> None:
+        wire, encoding = self._encode(data)
+        self._send_wire(status, wire, len(data), {**encoding, **(headers or {})}, trickle_s)
+
+    def _send_wire(self, status: int, wire: bytes, decoded: int, headers: dict, trickle_s: float = 0.0) -> None:
+        """Send an encoded body (``decoded``: its length before encoding), trickled over ``trickle_s`` if > 0."""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        self.send_header("Content-Length", str(len(wire)))
+        self.send_header("Vary", "Accept-Encoding")
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+        if not urlsplit(self.path).path.startswith("/_"):  # /_stats and /_faults are the lab's, not API traffic
+            self.sim.count(f"status_{status}")  # before the body goes out, so the client's next /_stats sees it
+            self.sim.count("bytes_sent", len(wire))
+            self.sim.count("bytes_decoded", decoded)
         if trickle_s > 0:
-            chunks = [data[i:i + max(1, len(data) // 10)] for i in range(0, len(data), max(1, len(data) // 10))]
+            step = max(1, len(wire) // 10)
+            chunks = [wire[i:i + step] for i in range(0, len(wire), step)]
             for chunk in chunks:
                 self.wfile.write(chunk)
                 self.wfile.flush()
                 time.sleep(trickle_s / len(chunks))
         else:
-            self.wfile.write(data)
-        self.sim.count(f"status_{status}")
-        self.sim.count("bytes_sent", len(data))
+            self.wfile.write(wire)
 
     def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
         self._send_bytes(status, json.dumps(body).encode(), headers)
@@ -271,6 +314,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"status": "OK", "faults": faults})
 
     def do_GET(self):
+        started = time.monotonic()
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         if parts.path == "/_stats":
@@ -289,9 +333,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(401, {"status": "NOT_AUTHORIZED", "request_id": uuid.uuid4().hex,
                              "message": "Unknown API Key. Please provide a valid API key."})
             return
-        self._serve_aggregates(key, m, query)
+        self._serve_aggregates(key, m, query, started)
 
-    def _serve_aggregates(self, key: str, m: re.Match, query: dict) -> None:
+    def _serve_aggregates(self, key: str, m: re.Match, query: dict, started: float) -> None:
         sim = self.sim
         if sim.in_outage():
             sim.count("fault_outage")
@@ -306,7 +350,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "burst_429":
             self._rate_limited(1.0 / sim.config.rate_limit_per_s if sim.config.rate_limit_per_s else 0.05)
             return
-        time.sleep(sim.latency())
+        u = sim.draw_latency()
+        if fault in ("server_error", "gateway_timeout", "reset"):
+            sim.wait_out(started, u)  # an error page carries no bars: the base cost only
         if fault == "server_error":
             self._error(sim.pick((500, 502, 503)), "Internal server error")
             return
@@ -320,14 +366,15 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = sim.aggregates(self.headers.get("Host", "127.0.0.1"), m, _query_from_cursor(query))
         except BadRequest as exc:
+            sim.wait_out(started, u)
             self._error(400, str(exc))
             return
         spoil = sim.draw_fault(BODY_FAULTS)
-        if spoil is None:
-            self._send(200, body)
-            return
+        data = json.dumps(body).encode() if spoil is None else _spoil(body, spoil, sim.pick)
+        wire, headers = self._encode(data)
+        sim.wait_out(started, u, body["resultsCount"], len(wire))
         trickle_s = sim.faults.delay("slow_body_s") if spoil == "slow_body" else 0.0
-        self._send_bytes(200, _spoil(body, spoil, sim.pick), trickle_s=trickle_s)
+        self._send_wire(200, wire, len(data), headers, trickle_s)
 
 
 class SimulatorServer(ThreadingHTTPServer):
