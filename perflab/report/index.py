@@ -11,7 +11,8 @@ from perflab.measure.compare import compare
 from perflab.measure.criteria import evaluate
 from perflab.measure.history import history
 from perflab.measure.results import RunSet
-from perflab.measure.verdict import classify
+from perflab.measure.verdict import PLAN_RULES, classify
+from perflab.pipeline.presets import PRESETS
 from perflab.redact import redact
 from perflab.report.plots import history_chart, stacked_breakdown, to_png_base64
 
@@ -52,6 +53,19 @@ def verdict_section(out_dir: Path) -> str:
     out = [f"<div class='verdict'><h2>Bottleneck: Path {verdict.path} — {html.escape(verdict.name)}</h2>"
            f"<p>{html.escape(verdict.rule)} · busy-time shares: {shares} "
            f"(median of {len(baseline.runs)} baseline run{'s' if len(baseline.runs) > 1 else ''})</p>"]
+    preset = PRESETS.get(baseline.params.get("preset"))
+    if preset is not None:
+        out.append(f"<p class='note'>Preset {html.escape(preset.name)}: {html.escape(preset.compression_note)}</p>")
+        if preset.compresses_latency and verdict.path != "A":
+            run = baseline.runs[0]
+            wire = run.server_stats.get("bytes_sent") or sum(j.bytes_received for j in run.jobs)
+            est = preset.full_scale_api(verdict.seconds, run.requests, run.rows_written, wire)
+            path = next(rule.path for rule in PLAN_RULES if rule.matches(est.shares))
+            lead = ("<b>This answer depends on the compression.</b> With" if path != verdict.path
+                    else "The answer holds without the compression: with")
+            out.append(f"<p class='note'>{lead} latency at full scale the API share would be ~{est.share:.0%} "
+                       f"(an estimate: {run.requests:,} requests x {est.mean_latency_s:.2f} s at full scale, "
+                       f"database and compute as measured), which the plan's rules would call Path {path}.</p>")
     after = _load_set(out_dir, "after_all.json")
     if after is not None:
         total = compare(baseline, after, force=True).total
