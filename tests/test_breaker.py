@@ -17,7 +17,8 @@ from perflab.api.breaker import (
     CircuitOpenError,
     GuardedClient,
 )
-from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.client import FetchResult, PolygonClient, RetryPolicy, empty_bars
+from perflab.measure.results import RequestStats
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.studies.resilience import FeatureService, SimulatorOutage, StaleDataWarning
 
@@ -32,6 +33,45 @@ class Clock:
 
 def boom():
     raise errors.ServerError("503 from the API")
+
+
+class SkipClock:
+    """Real time plus the seconds a fake sleep skipped: cool-downs pass at once, and a sleep that is not the
+    injected one still ends (slowly) instead of hanging on a frozen clock."""
+
+    def __init__(self):
+        self.origin, self.skipped, self.slept = time.monotonic(), 0.0, []
+
+    def __call__(self):
+        return 100.0 + self.skipped + time.monotonic() - self.origin
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.skipped += seconds
+
+
+class DownSource:
+    """An aggregates source whose API is down for its first ``down`` calls; each call costs one request."""
+
+    base_url = "http://api.invalid"
+
+    def __init__(self, down):
+        self.down, self.calls = down, 0
+
+    def get_aggregates(self, ticker, multiplier, timespan, start, end, *, limit=5000, adjusted=True, sort="asc",
+                       stats=None):
+        self.calls += 1
+        stats.requests += 1
+        if self.calls <= self.down:
+            raise errors.ServerError("503 from the API")
+        return FetchResult(empty_bars(), stats)
+
+    def close(self):
+        pass
+
+
+def guarded_on(clock, source, **policy):
+    return GuardedClient(source, CircuitBreaker(BreakerPolicy(**policy), clock=clock), sleep=clock.sleep)
 
 
 def test_opens_after_threshold_then_probes_once_and_closes():
@@ -62,6 +102,31 @@ def test_refusals_are_not_outages():
         with pytest.raises(type(exc)):
             b.call(lambda e=exc: (_ for _ in ()).throw(e))
     assert b.state == CLOSED
+
+
+def test_a_guarded_call_waits_each_cool_down_on_its_sleep_and_counts_every_try_into_the_callers_stats():
+    clock, source = SkipClock(), DownSource(down=3)
+    guarded = guarded_on(clock, source, failure_threshold=2, cooldown_s=5.0, max_wait_s=60.0)
+    spent = RequestStats(requests=1)  # what the job cost before
+    result = guarded.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-04", stats=spent)
+    assert result.stats is spent and source.calls == 4 and spent.requests == 5 and spent.retries == 3
+    assert [s for s in clock.slept if s] == pytest.approx([5.0, 5.0], abs=0.05)  # no call while the circuit is open
+    assert [c.outcome for c in guarded.report.calls] == ["failure"] * 3 + ["success"]
+    assert guarded.breaker.state == CLOSED and guarded.breaker.outage_since() is None
+
+
+def test_a_guarded_call_gives_up_max_wait_after_the_outage_began_and_the_next_one_at_once():
+    clock, source = SkipClock(), DownSource(down=10**9)
+    guarded = guarded_on(clock, source, failure_threshold=2, cooldown_s=5.0, max_wait_s=12.0)
+    began, spent = clock(), RequestStats()
+    with pytest.raises(CircuitOpenError, match="stayed down for more than 12s"):
+        guarded.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-04", stats=spent)
+    assert source.calls == spent.requests == 4 and spent.retries == 3  # at 0, 0, 5 and 10 s: the next would be at 15
+    assert 10.0 <= clock() - began <= 12.0 and guarded.report.calls[-1].outcome == "gave_up"
+    later = RequestStats()
+    with pytest.raises(CircuitOpenError, match="stayed down"):
+        guarded.get_aggregates("MSFT", 1, "day", "2024-03-04", "2024-03-04", stats=later)
+    assert source.calls == 4 and later.requests == 0  # the same outage: no wait, no call
 
 
 def test_a_job_rides_through_an_api_outage_and_reads_degrade_to_the_store(clean_db):

@@ -1,3 +1,4 @@
+import json
 import logging
 from datetime import date
 
@@ -6,7 +7,9 @@ import pytest
 
 from perflab.api import errors
 from perflab.api.client import PolygonClient, bars_frame
+from perflab.api.transport import Transport
 from perflab.errors import ConfigError
+from perflab.measure.results import RequestStats
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.bars import bars_between
 
@@ -21,6 +24,30 @@ def test_fetch_follows_pages_and_matches_simulator(sim):
     assert len(res.bars) == len(expected)
     assert (res.bars["time"].dt.as_unit("ms").astype("int64").to_numpy() == expected.t).all()
     assert res.bars["time"].is_monotonic_increasing and not res.bars["time"].duplicated().any()
+
+
+def test_a_callers_stats_are_added_to_as_pages_come(sim):
+    spent = RequestStats(requests=7, latencies=[9.0])  # what the caller's job already cost
+    res = PolygonClient(sim.url).get_aggregates("AAPL", 1, "minute", "2024-03-04", "2024-03-06", limit=500,
+                                                stats=spent)
+    pages = spent.requests - 7
+    assert res.stats is spent and pages > 3
+    assert spent.latencies[0] == 9.0 and len(spent.latencies) == pages + 1 and spent.bytes_received > 0
+
+
+def test_the_transport_sends_one_request_and_types_what_went_wrong(sim):
+    transport = Transport(sim.url, sim.config.api_key)
+    stats = RequestStats()
+    reply = transport.get(f"{sim.url}/v2/aggs/ticker/AAPL/range/1/minute/2024-03-04/2024-03-06", {"limit": 50}, stats)
+    body = json.loads(reply.body)
+    assert reply.status == 200 and len(body["results"]) == 50 and body["next_url"]  # one page: the client pages
+    assert stats.requests == 1 and stats.bytes_received == len(reply.body) and len(stats.latencies) == 1
+    with pytest.raises(errors.NotFoundError):
+        transport.get(f"{sim.url}/v2/no/such/endpoint", None, stats)
+    with pytest.raises(errors.ConnectionError, match="cannot reach the API at http://127.0.0.1:1: connection refused"):
+        Transport("http://127.0.0.1:1", "key").get("http://127.0.0.1:1/v2/aggs", None, stats)
+    assert stats.requests == 3 and len(stats.latencies) == 3
+    transport.close()
 
 
 def test_unknown_ticker_is_empty(sim):

@@ -9,6 +9,7 @@ import requests
 from perflab.api import errors
 from perflab.api.client import PolygonClient, RetryPolicy
 from perflab.api.ratelimit import AdaptivePacer
+from perflab.measure.results import RequestStats
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.simulator import SimulatorConfig, start_simulator
 from perflab.simulator.bars import bars_between
@@ -62,9 +63,11 @@ def test_duplicates_in_a_page_are_removed(fsim, faults):
 
 def test_null_results_with_bars_claimed_is_malformed_not_empty(fsim, faults):
     faults({"null_results_rate": 1})
+    spent = RequestStats()
     with pytest.raises(errors.MalformedResponseError) as info:
-        PolygonClient(fsim.url, api_key=SENTINEL).get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08")
-    assert info.value.retryable and info.value.stats.requests == 1
+        PolygonClient(fsim.url, api_key=SENTINEL).get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08",
+                                                                 stats=spent)
+    assert info.value.retryable and spent.requests == 1
 
 
 @pytest.mark.parametrize("fault, exc", [({"server_error_rate": 1}, errors.ServerError),
@@ -74,9 +77,10 @@ def test_null_results_with_bars_claimed_is_malformed_not_empty(fsim, faults):
 def test_persistent_faults_give_typed_errors_after_bounded_attempts(fsim, faults, fault, exc):
     faults(fault)
     client = PolygonClient(fsim.url, api_key=SENTINEL, retry=RetryPolicy(attempts=3, initial_s=0.001, max_s=0.01))
+    spent = RequestStats()
     with pytest.raises(exc) as info:
-        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08")
-    assert info.value.stats.requests == 3 and info.value.stats.retries == 2
+        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08", stats=spent)
+    assert spent.requests == 3 and spent.retries == 2 and len(spent.latencies) == 3
     assert SENTINEL not in str(info.value) + repr(info.value) + (info.value.body or "")
 
 
@@ -86,17 +90,19 @@ def test_slow_body_and_gateway_delay_hit_the_page_timeout(fsim, faults):
     with pytest.raises(errors.TimeoutError):
         client.get_aggregates("AAPL", 1, "minute", "2024-03-04", "2024-03-05")
     faults({"gateway_timeout_rate": 1, "gateway_timeout_s": 1.0})
-    with pytest.raises(errors.TimeoutError) as info:
-        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08")
-    assert info.value.stats.timeouts == 1
+    spent = RequestStats()
+    with pytest.raises(errors.TimeoutError):
+        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08", stats=spent)
+    assert spent.timeouts == spent.requests == 1
 
 
 def test_auth_errors_are_never_retried(fsim):
     client = PolygonClient(fsim.url, api_key=SENTINEL + "-wrong", retry=FAST)
+    spent = RequestStats()
     with pytest.raises(errors.AuthError) as info:
-        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08")
+        client.get_aggregates("AAPL", 1, "day", "2024-03-04", "2024-03-08", stats=spent)
     assert info.value.status == 401 and "NOT_AUTHORIZED" in info.value.body
-    assert info.value.stats.requests == 1 and info.value.stats.retries == 0
+    assert spent.requests == 1 and spent.retries == 0
     assert SENTINEL not in str(info.value) + repr(info.value) + info.value.body
 
 

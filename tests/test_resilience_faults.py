@@ -10,6 +10,7 @@ import requests
 from perflab.api.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, GuardedClient
 from perflab.api.client import RetryPolicy
 from perflab.api.errors import AuthError
+from perflab.measure.results import RequestStats
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.pipeline.presets import SYMBOLS_25, get_preset
 from perflab.pipeline.scheduler import Workload, run_backfill
@@ -78,8 +79,11 @@ def test_wrong_key_fails_fast_without_retries_even_under_faults(clean_db):
             run_backfill(Workload(("AAPL", "MSFT"), ("1h",), *DAYS), client, clean_db,
                          FixSet.parse(resilience.RESILIENT))
         stats = s.stats()
+        spent = RequestStats()  # the same call, its cost counted where the caller can read it after the error
+        with pytest.raises(AuthError):
+            client.get_aggregates("AAPL", 1, "hour", *DAYS, stats=spent)
     assert stats["requests"] == stats["status_401"] == 1 and not resilience.faults_injected(stats)
-    assert info.value.stats.requests == 1 and info.value.stats.retries == 0 and client.breaker.state == CLOSED
+    assert spent.requests == 1 and spent.retries == 0 and client.breaker.state == CLOSED
     assert "wrong-key-789" not in str(info.value)
 
 

@@ -14,21 +14,32 @@ that never answers (a wrong base URL, a refused connection) ends the run in ``ma
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any
 
 from perflab.api import errors
-from perflab.api.client import ClientStats, FetchResult, PolygonClient
+from perflab.api.client import AggregatesSource, FetchResult
+from perflab.measure.results import RequestStats
+from perflab.retry import RetryCallState, RetryPolicy
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 OUTAGE_ERRORS = (errors.ServerError, errors.TimeoutError, errors.ConnectionError, errors.MalformedResponseError)
 
 
 class CircuitOpenError(errors.PolygonError):
-    """The API failed repeatedly and did not recover within the wait allowed: check its status, run again."""
+    """The API failed repeatedly and did not recover within the wait allowed: check its status, run again.
+
+    ``retry_in`` is set while the circuit may still let a call through (in that many seconds), None once given up.
+    """
+
+    def __init__(self, message: str, *, retry_in: float | None = None):
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -96,6 +107,11 @@ class CircuitBreaker:
         with self._lock:
             return None if self._outage_since is None else self._outage_since - self.origin
 
+    def give_up_at(self, began: float) -> float:
+        """When a call begun at ``began`` stops waiting: ``max_wait_s`` after the outage began, if that was earlier."""
+        since = self.outage_since()
+        return (began if since is None else min(began, since)) + self.policy.max_wait_s
+
     def retry_in(self) -> float:
         """Seconds until a call may go through (0 when closed)."""
         with self._lock:
@@ -141,7 +157,8 @@ class CircuitBreaker:
     def call(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """Run ``fn`` if the circuit allows, recording the outcome; raise :class:`CircuitOpenError` if not."""
         if not self.allow():
-            raise CircuitOpenError(f"API circuit is open: retry in {self.retry_in():.1f}s")
+            wait = self.retry_in()
+            raise CircuitOpenError(f"API circuit is open: retry in {wait:.1f}s", retry_in=wait)
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -167,15 +184,33 @@ class GuardReport:
         return asdict(self)
 
 
+def outage_retry(breaker: CircuitBreaker, began: float, sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
+    """The breaker's re-tries of a call begun at ``began``: again after each outage failure (the circuit says how
+    soon), waiting while it is open, until :meth:`CircuitBreaker.give_up_at` (once per outage, not once per call)."""
+
+    def open_circuit(exc: BaseException) -> bool:
+        return isinstance(exc, CircuitOpenError) and exc.retry_in is not None
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception()
+        return max(exc.retry_in, breaker.policy.poll_s) if open_circuit(exc) else 0.0
+
+    def past_deadline(state: RetryCallState) -> bool:
+        return is_outage(state.outcome.exception()) and breaker.now() > breaker.give_up_at(began)
+
+    return RetryPolicy(retry_on=lambda exc: is_outage(exc) or open_circuit(exc), attempts=sys.maxsize, wait=wait,
+                       stop=past_deadline, sleep=sleep)
+
+
 class GuardedClient:
-    """A :class:`PolygonClient` behind a :class:`CircuitBreaker` (the ``api.breaker`` fix).
+    """A client behind a :class:`CircuitBreaker` (the ``api.breaker`` fix).
 
     A job whose fetch fails with an outage error is tried again once the circuit lets it (after the
     client's own retries are spent); while the circuit is open it waits, until ``max_wait_s`` after the
-    outage began (for whichever job saw it first).
+    outage began (for whichever job saw it first): :func:`outage_retry`.
     """
 
-    def __init__(self, client: PolygonClient, breaker: CircuitBreaker | None = None,
+    def __init__(self, client: AggregatesSource, breaker: CircuitBreaker | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.client = client
         self.breaker = breaker or CircuitBreaker()
@@ -199,57 +234,48 @@ class GuardedClient:
             self.report.lost_s += lost
             self.report.failed_calls += outcome == "failure"
 
-    def get_aggregates(self, *args, **kwargs) -> FetchResult:
-        """Like :meth:`PolygonClient.get_aggregates`, riding through an outage; extra attempts count as retries.
-
-        The requests of failed attempts are kept: merged into the result's stats, or into ``exc.stats`` on failure.
-        """
+    def get_aggregates(self, ticker: str, multiplier: int, timespan: str, start: date | str, end: date | str, *,
+                       limit: int = 5000, adjusted: bool = True, sort: str = "asc",
+                       stats: RequestStats | None = None) -> FetchResult:
+        """Like :meth:`PolygonClient.get_aggregates`, riding through an outage; each call after the first counts as
+        a retry in ``stats``, where every call's requests are counted too (so a job that gave up keeps its cost)."""
         breaker = self.breaker
         began = breaker.now()
-        spent = ClientStats()
-        attempts = 0
+        stats = RequestStats() if stats is None else stats
+        calls = 0
 
-        def deadline() -> float:
-            since = breaker.outage_since()
-            return (began if since is None else min(began, since)) + breaker.policy.max_wait_s
-
-        while True:
+        def attempt() -> FetchResult:
+            nonlocal calls
             if not breaker.allow():
                 wait = breaker.retry_in()
-                if breaker.now() + wait > deadline():
-                    self._note(began, "gave_up", breaker.now() - began)
-                    exc = CircuitOpenError(
-                        f"the API stayed down for more than {breaker.policy.max_wait_s:.0f}s (circuit open): "
-                        "check the API status, then run again with api.missing_only to fetch what is missing")
-                    exc.stats = spent
-                    raise exc
-                self._sleep(max(wait, breaker.policy.poll_s))
-                continue
-            start = breaker.now()
-            if attempts:
-                spent.retries += 1
-            attempts += 1
+                if breaker.now() + wait <= breaker.give_up_at(began):
+                    raise CircuitOpenError(f"API circuit is open: retry in {wait:.1f}s", retry_in=wait)
+                self._note(began, "gave_up", breaker.now() - began)
+                raise CircuitOpenError(
+                    f"the API stayed down for more than {breaker.policy.max_wait_s:.0f}s (circuit open): "
+                    "check the API status, then run again with api.missing_only to fetch what is missing")
+            called = breaker.now()
+            if calls:
+                stats.retries += 1
+            calls += 1
             try:
-                result = self.client.get_aggregates(*args, **kwargs)
+                result = self.client.get_aggregates(ticker, multiplier, timespan, start, end, limit=limit,
+                                                    adjusted=adjusted, sort=sort, stats=stats)
             except errors.PolygonError as exc:
-                if exc.stats is not None:
-                    spent.merge(exc.stats)
-                exc.stats = spent
                 if not is_outage(exc):
                     breaker.record_success()
-                    self._note(start, "refused")
+                    self._note(called, "refused")
                     raise
                 breaker.record_failure(f"{type(exc).__name__}: {exc}")
-                self._note(start, "failure")
-                if breaker.now() > deadline():
-                    raise
-                continue
+                self._note(called, "failure")
+                raise
             breaker.record_success()
-            self._note(start, "success", start - began)
-            result.stats.merge(spent)
+            self._note(called, "success", called - began)
             return result
 
+        return outage_retry(breaker, began, self._sleep).run(attempt)
 
-def guard(client: PolygonClient, on: bool, policy: BreakerPolicy | None = None) -> PolygonClient | GuardedClient:
+
+def guard(client: AggregatesSource, on: bool, policy: BreakerPolicy | None = None) -> AggregatesSource:
     """``client`` behind a breaker when the ``api.breaker`` fix is on, else unchanged."""
     return GuardedClient(client, CircuitBreaker(policy)) if on else client

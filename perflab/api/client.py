@@ -1,28 +1,35 @@
-"""The Polygon aggregates client: one ``requests.Session``, Bearer auth, ``next_url`` pagination, typed errors.
+"""The Polygon aggregates client: ``next_url`` pagination, parsing, page retries; one request at a time below it.
 
-The API key comes from ``POLYGON_API_KEY`` and is only ever sent in the ``Authorization`` header;
-``next_url`` (which carries no key) is rebased onto the configured base URL before it is followed.
-Retrying (``backoff``) is a switchable policy so the baseline and the fix run the same code path.
+Split along httpx's line: :class:`~perflab.api.transport.Transport` sends one request (session, Bearer auth,
+pacing, the whole-body deadline, typed errors); :class:`PolygonClient` pages, parses and retries. The API key
+comes from ``POLYGON_API_KEY`` and is only ever sent in the ``Authorization`` header; ``next_url`` (which carries
+no key) is rebased onto the configured base URL before it is followed. Retrying (``backoff``) is a switchable
+policy so the baseline and the fix run the same code path.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
-import requests
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, wait_exponential_jitter
 
+import perflab.retry
 from perflab.api import errors
 from perflab.api.ratelimit import AdaptivePacer
+from perflab.api.transport import Reply, Transport
 from perflab.errors import ConfigError, InputError
+from perflab.measure.results import RequestStats
 from perflab.redact import redact, register_secret
+from perflab.retry import RetryCallState, run_with
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
 LOCAL_API_KEY = "perflab-local-key"  # what a local simulator accepts when POLYGON_API_KEY is unset
@@ -36,53 +43,51 @@ def is_local(url: str) -> bool:
     return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass
-class ClientStats:
-    """What the client saw: requests, retries, 429s, bytes and each request's latency in seconds."""
-
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    timeouts: int = 0
-    bytes_received: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-    def merge(self, other: ClientStats) -> None:
-        self.requests += other.requests
-        self.retries += other.retries
-        self.rate_limited += other.rate_limited
-        self.timeouts += other.timeouts
-        self.bytes_received += other.bytes_received
-        self.latencies.extend(other.latencies)
-
-
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for retryable errors: exponential with jitter, bounded attempts, honours Retry-After.
+class RetryPolicy(perflab.retry.RetryPolicy):
+    """API pages (the ``api.backoff`` fix): exponential backoff with jitter, bounded attempts, honours Retry-After.
 
-    Auth and bad-request errors are never retried (they are not ``retryable``); a server's Retry-After
-    hint is obeyed up to ``max_retry_after_s`` so one hostile header cannot stall a run.
+    Auth and bad-request errors are never retried (:func:`~perflab.api.errors.is_retryable`); a server's
+    Retry-After hint is obeyed up to ``max_retry_after_s`` so one hostile header cannot stall a run.
     """
 
+    retry_on: Callable[[BaseException], bool] = field(default=errors.is_retryable, repr=False)
     attempts: int = 6
     initial_s: float = 0.05
     max_s: float = 5.0
     jitter_s: float = 0.05
     max_retry_after_s: float = 60.0
 
-    def wait_s(self, state) -> float:
+    def wait_s(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: the larger of the backoff and the server's hint."""
         hint = getattr(state.outcome.exception(), "retry_after", None) or 0.0
         backoff = wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.jitter_s)(state)
         return max(backoff, min(hint, self.max_retry_after_s))
 
+    def retrying(self, before_sleep: Callable[[RetryCallState], Any] | None = None) -> Retrying:
+        """The family's ``Retrying``, waiting :meth:`wait_s` (unless ``wait`` says otherwise)."""
+        return super().retrying(before_sleep).copy(wait=self.wait or self.wait_s)
+
 
 @dataclass
 class FetchResult:
-    """The bars of one (ticker, timeframe, range) and what fetching them cost."""
+    """The bars of one (ticker, timeframe, range) and what fetching them cost (the caller's accumulator, if given)."""
 
     bars: pd.DataFrame
-    stats: ClientStats
+    stats: RequestStats
+
+
+class AggregatesSource(Protocol):
+    """What the pipeline fetches bars through: a :class:`PolygonClient`, or one behind the circuit breaker."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    def get_aggregates(self, ticker: str, multiplier: int, timespan: str, start: date | str, end: date | str, *,
+                       limit: int = 5000, adjusted: bool = True, sort: str = "asc",
+                       stats: RequestStats | None = None) -> FetchResult: ...
+
+    def close(self) -> None: ...
 
 
 def empty_bars() -> pd.DataFrame:
@@ -156,164 +161,75 @@ class PolygonClient:
                 raise ConfigError(f"POLYGON_API_KEY is not set: export your Polygon key to fetch from {self.base_url}")
             key = LOCAL_API_KEY
         register_secret(key)
-        self._key = key
-        self.timeout = timeout
         self.retry = retry
-        self.pacer = pacer
-        self.session = requests.Session()
-        # The environment (proxies, CA bundle) is read once here instead of on every request: with
-        # trust_env, requests stats ~/.netrc and re-reads proxy variables per call, a cost every worker paid.
-        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self.session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["Authorization"] = f"Bearer {key}"
+        self.transport = Transport(self.base_url, key, timeout=timeout, pacer=pacer, pool_size=pool_size)
 
     def __repr__(self) -> str:
         return f"PolygonClient(base_url={self.base_url!r})"
 
+    @property
+    def pacer(self) -> AdaptivePacer | None:
+        """The transport's pacer (the ``api.pacing`` fix), if any."""
+        return self.transport.pacer
+
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
     def _url(self, path_and_query: str) -> str:
         parts = urlsplit(path_and_query)
         return f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
-    def _download(self, url: str, params: dict | None, stats: ClientStats) -> tuple[requests.Response, bytes]:
-        """One HTTP GET read to the end within ``timeout`` seconds in total (a trickling body times out too)."""
-        started = time.perf_counter()
-        deadline = started + self.timeout
-        stats.requests += 1
-        try:
-            resp = self.session.get(url, params=params, timeout=self.timeout, stream=True)
-            chunks = []
-            for chunk in resp.iter_content(1 << 16):
-                chunks.append(chunk)
-                if time.perf_counter() > deadline:
-                    resp.close()
-                    raise requests.Timeout
-        except requests.Timeout:
-            stats.timeouts += 1
-            raise errors.TimeoutError(f"no complete answer from {redact(url)} within {self.timeout}s") from None
-        except requests.RequestException as exc:
-            raise errors.connection_error(redact(self.base_url), exc) from None
-        finally:
-            stats.latencies.append(time.perf_counter() - started)
-        data = b"".join(chunks)
-        stats.bytes_received += len(data)
-        return resp, data
-
-    def _get_page(self, url: str, params: dict | None, stats: ClientStats) -> dict:
-        """One paced HTTP GET, mapped to a body or a typed error."""
-        if self.pacer is not None:
-            self.pacer.acquire()
-        resp, data = self._download(url, params, stats)
-        try:
-            _raise_for_status(resp, data, stats)
-        except errors.RateLimitError as exc:
-            if self.pacer is not None:
-                self.pacer.on_rate_limited(exc.retry_after)
-            raise
-        if self.pacer is not None:
-            self.pacer.on_success()
-        return _aggregates_body(resp, data)
-
-    def _call(self, url: str, params: dict | None, stats: ClientStats) -> dict:
-        if self.retry is None:
-            return self._get_page(url, params, stats)
-
-        def count_retry(state) -> None:
-            stats.retries += 1
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retry.attempts), wait=self.retry.wait_s, reraise=True,
-            before_sleep=count_retry,
-            retry=retry_if_exception(lambda e: isinstance(e, errors.PolygonError) and e.retryable),
-        )
-        return retrying(self._get_page, url, params, stats)
+    def _page(self, url: str, params: dict | None, stats: RequestStats) -> dict:
+        """One page's body: a request through the transport, parsed (a broken body is a retryable error)."""
+        return _aggregates_body(self.transport.get(url, params, stats))
 
     def get_aggregates(self, ticker: str, multiplier: int, timespan: str, start: date | str, end: date | str, *,
-                       limit: int = 5000, adjusted: bool = True, sort: str = "asc") -> FetchResult:
+                       limit: int = 5000, adjusted: bool = True, sort: str = "asc",
+                       stats: RequestStats | None = None) -> FetchResult:
         """All bars for the range, following ``next_url`` until the last page; duplicates removed.
 
-        A failure raises the typed error with ``stats`` attached, so what the failed job cost is not lost.
+        Requests and retries are counted into ``stats`` (a caller's accumulator, e.g. a job's record) as they
+        happen, so when a fetch fails its cost is already there; the result's ``stats`` is that accumulator, or a
+        new one when none is given.
         """
-        stats = ClientStats()
+        stats = RequestStats() if stats is None else stats
+
+        def count_retry(state: RetryCallState) -> None:
+            stats.retries += 1
+
         url = self._url(f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}")
         params: dict | None = {"adjusted": str(adjusted).lower(), "sort": sort, "limit": limit}
         results: list[dict] = []
-        try:
-            while True:
-                body = self._call(url, params, stats)
-                results.extend(body.get("results") or [])
-                next_url = body.get("next_url")
-                if not next_url:
-                    break
-                url, params = self._url(next_url), None
-        except errors.PolygonError as exc:
-            exc.stats = stats
-            raise
+        while True:
+            body = run_with(self.retry, partial(self._page, url, params, stats), count_retry)
+            results.extend(body.get("results") or [])
+            next_url = body.get("next_url")
+            if not next_url:
+                break
+            url, params = self._url(next_url), None
         return FetchResult(bars_frame(results), stats)
 
 
-def _aggregates_body(resp: requests.Response, data: bytes) -> dict:
+def _aggregates_body(reply: Reply) -> dict:
     """The JSON body of a 200; a body that is not the documented shape is a retryable malformed response.
 
     Missing or null ``results`` mean no bars, unless the counts say bars were there (then the page is broken).
     """
-    where = redact(urlsplit(resp.url).path)
+    where, data = redact(urlsplit(reply.url).path), reply.body
     try:
         body = json.loads(data)
     except ValueError:
-        raise errors.MalformedResponseError(f"response from {where} is not JSON", status=resp.status_code,
+        raise errors.MalformedResponseError(f"response from {where} is not JSON", status=reply.status,
                                             body=data[:500].decode(errors="replace")) from None
     if not isinstance(body, dict) or body.get("status") not in ("OK", "DELAYED"):
         raise errors.MalformedResponseError(f"response from {where} is not an aggregates body",
-                                            status=resp.status_code, body=data[:500].decode(errors="replace"))
+                                            status=reply.status, body=data[:500].decode(errors="replace"))
     if not body.get("results") and (body.get("resultsCount") or 0) > 0:
         raise errors.MalformedResponseError(
-            f"response from {where} claims {body['resultsCount']} bars but has no results", status=resp.status_code,
+            f"response from {where} claims {body['resultsCount']} bars but has no results", status=reply.status,
             body=data[:500].decode(errors="replace"))
     return body
 
 
-def _raise_for_status(resp: requests.Response, data: bytes, stats: ClientStats) -> None:
-    if resp.status_code < 400:
-        return
-    text = data[:500].decode(errors="replace")
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    detail = body.get("error") or body.get("message") or resp.reason
-    kw = {"status": resp.status_code, "body": text, "request_id": body.get("request_id")}
-    where = redact(urlsplit(resp.url).path)
-    status = resp.status_code
-    if status in (401, 403):
-        raise errors.AuthError(f"{status} from Polygon: {detail} (check POLYGON_API_KEY)", **kw)
-    if status == 429:
-        stats.rate_limited += 1
-        raise errors.RateLimitError(f"429 rate limited on {where}: {detail}",
-                                    retry_after=_seconds(resp.headers.get("Retry-After")), **kw)
-    if status == 400:
-        raise errors.BadRequestError(f"400 bad request on {where}: {detail}", **kw)
-    if status == 404:
-        raise errors.NotFoundError(f"404 not found: {where}", **kw)
-    if status >= 500:
-        raise errors.ServerError(f"{status} server error on {where}: {detail}", **kw)
-    raise errors.PolygonError(f"{status} on {where}: {detail}", **kw)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    """A Retry-After header in seconds (delta-seconds, fractional allowed); an HTTP date or junk is ignored."""
-    try:
-        return max(0.0, float(retry_after)) if retry_after else None
-    except ValueError:
-        return None
-
-
-__all__ = ["ClientStats", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "check_base_url",
+__all__ = ["AggregatesSource", "FetchResult", "PolygonClient", "RetryPolicy", "bars_frame", "check_base_url",
            "empty_bars"]

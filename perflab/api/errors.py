@@ -18,13 +18,9 @@ from perflab.redact import redact
 
 
 class PolygonError(PerflabError):
-    """Base of every client error; ``status`` and ``body`` come from the response when there was one.
-
-    ``stats`` is set by ``get_aggregates`` to what the failed fetch cost (requests, retries, 429s).
-    """
+    """Base of every client error; ``status`` and ``body`` come from the response when there was one."""
 
     retryable = False
-    stats = None
 
     def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
                  request_id: str | None = None):
@@ -78,6 +74,11 @@ class MalformedResponseError(PolygonError):
     """A 200 whose body is not valid aggregates JSON."""
 
     retryable = True
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another try may succeed: a 429, 5xx, timeout, reset or malformed body; never a 4xx or a wrong key."""
+    return isinstance(exc, PolygonError) and exc.retryable
 
 
 # What a failed connection means, in the words a user would use: (phrases in the exception text, reason,

@@ -33,20 +33,48 @@ def finite(obj):
 
 
 @dataclass
-class JobRecord:
-    """One (symbol, timeframe) job: stage seconds, what it moved, and its error if it failed."""
+class RequestStats:
+    """What fetching cost: requests, retries, 429s, timeouts, bytes and each request's latency in seconds.
 
-    symbol: str
-    timeframe: str
-    stages: dict[str, float] = field(default_factory=dict)
-    rows: int = 0
-    feature_rows: int = 0
+    The client adds to the one it is given as requests happen, so a failed fetch's cost is counted before its
+    error propagates; a :class:`JobRecord` is one, so a job's record is what its fetch counts into.
+    """
+
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     timeouts: int = 0
     bytes_received: int = 0
     latencies: list[float] = field(default_factory=list)
+
+    def merge(self, other: RequestStats) -> None:
+        """Add ``other``'s counts and latencies to these."""
+        self.requests += other.requests
+        self.retries += other.retries
+        self.rate_limited += other.rate_limited
+        self.timeouts += other.timeouts
+        self.bytes_received += other.bytes_received
+        self.latencies.extend(other.latencies)
+
+
+@dataclass
+class _JobWork:
+    """Which job and what it moved: the fields a :class:`JobRecord` starts with."""
+
+    symbol: str
+    timeframe: str
+    stages: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+    feature_rows: int = 0
+
+
+@dataclass
+class JobRecord(RequestStats, _JobWork):
+    """One (symbol, timeframe) job: stage seconds, what it moved, what its requests cost, and its error if it failed.
+
+    Fields come in the saved JSON's order: :class:`_JobWork`'s, then :class:`RequestStats`', then these.
+    """
+
     error: str | None = None
     code_path: dict = field(default_factory=dict)
     """What the job ran (writer, features, page limit, retry...): shows which side of a rollout it was on."""

@@ -13,7 +13,7 @@ import time
 from sqlalchemy.engine import Engine
 
 from perflab.api.breaker import BreakerPolicy, GuardedClient, guard
-from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.client import AggregatesSource, RetryPolicy
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.measure.history import store_run
@@ -29,7 +29,7 @@ CLOCK_SLACK_S = 0.01
 
 def build_client(fixes: FixSet, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
                  retry: RetryPolicy | None = None, breaker: BreakerPolicy | None = None,
-                 **kw) -> PolygonClient | GuardedClient:
+                 **kw) -> AggregatesSource:
     """The client ``fixes`` ask for: backoff (``retry``) and pacing (toward ``rate_limit_per_s``) as they say,
     behind a circuit breaker (``breaker`` policy) when ``api.breaker`` is on."""
     settings = fixes.settings()
@@ -46,7 +46,7 @@ def stats_delta(before: dict, after: dict, gap_s: float) -> dict:
 
 
 def measured_backfill(workload: Workload, fixes: FixSet, engine: Engine | None = None, *, preset: Preset,
-                      base_url: str | None = None, client: PolygonClient | GuardedClient | None = None,
+                      base_url: str | None = None, client: AggregatesSource | None = None,
                       label: str | None = None, progress: bool = False, instrument: bool = True,
                       fresh: bool = False, store: bool = True) -> RunResult:
     """Backfill ``workload`` with ``fixes`` against ``base_url`` (or through ``client``, which the caller keeps

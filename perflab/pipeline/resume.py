@@ -12,31 +12,25 @@ from datetime import date
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from perflab.api.client import ClientStats, FetchResult, empty_bars
-from perflab.api.errors import PolygonError
+from perflab.api.client import AggregatesSource, FetchResult, empty_bars
 from perflab.db.coverage import missing_ranges, record_coverage, stored_bars
+from perflab.measure.results import RequestStats
 from perflab.timeframes import Timeframe
 
 Ranges = list[tuple[date, date]]
 
 
-def fetch_missing(client, engine: Engine, symbol: str, tf: Timeframe, start: date, end: date, *,
-                  limit: int = 5000, ranges: Ranges | None = None) -> tuple[FetchResult, Ranges]:
+def fetch_missing(client: AggregatesSource, engine: Engine, symbol: str, tf: Timeframe, start: date, end: date, *,
+                  limit: int = 5000, ranges: Ranges | None = None,
+                  stats: RequestStats | None = None) -> tuple[FetchResult, Ranges]:
     """Fetch the uncovered day ranges of [start, end] (``ranges`` when the caller already asked the
-    database for a whole backfill); returns the bars and the ranges fetched."""
+    database for a whole backfill); returns the bars and the ranges fetched. Every range's requests count
+    into ``stats`` (as :meth:`~perflab.api.client.PolygonClient.get_aggregates` counts), failed ones too."""
     if ranges is None:
         ranges = missing_ranges(engine, symbol, tf.name, start, end)
-    stats, parts = ClientStats(), []
-    for first, last in ranges:
-        try:
-            got = client.get_aggregates(symbol, tf.multiplier, tf.timespan, first, last, limit=limit)
-        except PolygonError as exc:  # the failed range's cost plus what the earlier ranges cost
-            if exc.stats is not None:
-                stats.merge(exc.stats)
-            exc.stats = stats
-            raise
-        stats.merge(got.stats)
-        parts.append(got.bars)
+    stats = RequestStats() if stats is None else stats
+    parts = [client.get_aggregates(symbol, tf.multiplier, tf.timespan, first, last, limit=limit, stats=stats).bars
+             for first, last in ranges]
     bars = pd.concat(parts, ignore_index=True) if any(len(p) for p in parts) else empty_bars()
     return FetchResult(bars, stats), ranges
 

@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import TqdmWarning
 
-from perflab.api.client import ClientStats, FetchResult, PolygonClient
+from perflab.api.client import AggregatesSource, FetchResult
 from perflab.api.errors import AuthError
 from perflab.db.coverage import missing_ranges_many
 from perflab.db.feature_store import write_features
@@ -103,12 +103,7 @@ class Workload:
                 "start": self.start.isoformat(), "end": self.end.isoformat()}
 
 
-def _record_stats(record: JobRecord, st: ClientStats) -> None:
-    record.requests, record.retries, record.rate_limited = st.requests, st.retries, st.rate_limited
-    record.timeouts, record.bytes_received, record.latencies = st.timeouts, st.bytes_received, st.latencies
-
-
-def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonClient, engine: Engine,
+def _run_job(symbol: str, timeframe: str, workload: Workload, client: AggregatesSource, engine: Engine,
              fixes: FixSet, timer: StageTimer, committer: GroupCommitter | None = None,
              missing: dict | None = None) -> JobRecord:
     """One job with its symbol's settings: fetch, then hand the bars over to the committer, or write bars, compute
@@ -122,7 +117,6 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     try:
         fetched, todo = job.fetch(client, settings.page_limit, settings.missing_only,
                                   (missing or {}).get((symbol, timeframe)))
-        _record_stats(record, fetched.stats)
         if settings.group_commit and committer is not None and job.whole(todo):  # features need no read-back
             handover = Handover(record, fetched.bars, todo or [])
         else:
@@ -134,8 +128,6 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: PolygonCli
     except AuthError:
         raise
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
-        if getattr(exc, "stats", None) is not None:  # a failed fetch still cost requests and retries
-            _record_stats(record, exc.stats)
         record.error = describe_error(exc)
     job.finish(timer)
     if handover is not None:
@@ -158,7 +150,7 @@ class _Job:
     def symbol(self) -> str:
         return self.record.symbol
 
-    def fetch(self, client: PolygonClient, page_limit: int, missing_only: bool,
+    def fetch(self, client: AggregatesSource, page_limit: int, missing_only: bool,
               ranges: Ranges | None) -> tuple[FetchResult, Ranges | None]:
         """The job's bars: the whole range, or (``missing_only``) the days not stored yet, with those day ranges."""
         w, tf = self.workload, self.tf
@@ -166,10 +158,10 @@ class _Job:
             self.record.code_path.update(page_limit=page_limit, missing_only=missing_only)
             if missing_only:
                 fetched, todo = fetch_missing(client, self.engine, self.symbol, tf, w.start, w.end, limit=page_limit,
-                                              ranges=ranges)
+                                              ranges=ranges, stats=self.record)
             else:
                 fetched, todo = client.get_aggregates(self.symbol, tf.multiplier, tf.timespan, w.start, w.end,
-                                                      limit=page_limit), None
+                                                      limit=page_limit, stats=self.record), None
         return fetched, todo
 
     def whole(self, todo: Ranges | None) -> bool:
@@ -204,7 +196,7 @@ class _Job:
         run_timer.intervals.extend(self.timer.intervals)
 
 
-def run_backfill(workload: Workload, client: PolygonClient, engine: Engine, fixes: FixSet | None = None, *,
+def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, fixes: FixSet | None = None, *,
                  label: str = "baseline", params: dict | None = None, progress: bool = False,
                  instrument: bool = True, time_scale: float = 1.0) -> RunResult:
     """Backfill every job of ``workload`` with the given fixes and return the measured result.

@@ -20,8 +20,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy.engine import Engine
 
-from perflab.api.breaker import GuardedClient
-from perflab.api.client import PolygonClient
+from perflab.api.client import AggregatesSource
 from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema
 from perflab.errors import InputError
@@ -65,7 +64,7 @@ class Lab:
     def workload(self) -> Workload:
         return Workload.from_preset(self.preset)
 
-    def client(self, fixes: FixSet | None = None, base_url: str | None = None, **kw) -> PolygonClient | GuardedClient:
+    def client(self, fixes: FixSet | None = None, base_url: str | None = None, **kw) -> AggregatesSource:
         """A client for this lab's API (or ``base_url``): backoff and pacing (toward the preset's rate limit) as the
         fixes say, guarded by the circuit breaker when ``api.breaker`` is on."""
         return build_client(fixes or FixSet(), base_url or self.base_url, rate_limit_per_s=self.preset.rate_limit_per_s,

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from perflab.api.client import ClientStats, PolygonClient
+from perflab.api.client import AggregatesSource
 from perflab.api.errors import AuthError, PolygonError
+from perflab.measure.results import RequestStats
 from perflab.pipeline.dispatch import Dispatch, Job
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.studies.lab import Lab
@@ -31,7 +32,7 @@ class FetchRun:
 
     label: str
     wall_s: float
-    stats: ClientStats
+    stats: RequestStats
     failures: dict[Job, str] = field(default_factory=dict)
     bars: dict[Job, pd.DataFrame] = field(default_factory=dict)
     server: dict = field(default_factory=dict)
@@ -62,27 +63,28 @@ class FetchRun:
         }
 
 
-def fetch_jobs(client: PolygonClient, jobs: Sequence[Job], start: date, end: date, dispatch: Dispatch, *,
+def fetch_jobs(client: AggregatesSource, jobs: Sequence[Job], start: date, end: date, dispatch: Dispatch, *,
                page_limit: int = 5000, label: str = "", keep_bars: bool = False) -> FetchRun:
     """Fetch every (symbol, timeframe) job over [start, end]; a failed job is recorded, an auth error stops all."""
-    total = ClientStats()
+    total = RequestStats()
     failures: dict[Job, str] = {}
     bars: dict[Job, pd.DataFrame] = {}
     lock = threading.Lock()
 
     def one(job: Job) -> None:
-        tf = parse_timeframe(job[1])
+        tf, stats = parse_timeframe(job[1]), RequestStats()
         try:
-            fetched = client.get_aggregates(job[0], tf.multiplier, tf.timespan, start, end, limit=page_limit)
+            fetched = client.get_aggregates(job[0], tf.multiplier, tf.timespan, start, end, limit=page_limit,
+                                            stats=stats)
         except AuthError:
             raise
         except PolygonError as exc:
             with lock:
                 failures[job] = f"{type(exc).__name__}: {exc}"
-                total.merge(getattr(exc, "stats", None) or ClientStats())
+                total.merge(stats)
             return
         with lock:
-            total.merge(fetched.stats)
+            total.merge(stats)
             if keep_bars:
                 bars[job] = fetched.bars
 
