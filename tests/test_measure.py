@@ -53,13 +53,14 @@ def test_plan_rules(api, db, compute, path):
 
 
 def test_compare_labels_noise_as_not_significant():
-    before = RunSet("before", [fake_run(1.0, 5.0, 1.0), fake_run(1.1, 5.3, 1.0), fake_run(1.0, 4.9, 1.1)])
-    same = RunSet("after", [fake_run(1.0, 5.1, 1.0), fake_run(1.05, 5.2, 1.0), fake_run(1.0, 5.0, 1.0)])
-    faster = RunSet("after", [fake_run(1.0, 1.0, 1.0), fake_run(1.0, 1.1, 1.0), fake_run(1.0, 0.9, 1.0)])
+    # Five runs a side: with three, even the most lopsided order happens by chance 1 time in 10 (see test_statistics).
+    before = RunSet("before", [fake_run(1.0, db, 1.0) for db in (5.0, 5.3, 4.9, 5.2, 5.05)])
+    same = RunSet("after", [fake_run(1.0, db, 1.0) for db in (5.1, 5.25, 5.0, 4.95, 5.15)])
+    faster = RunSet("after", [fake_run(1.0, db, 1.0) for db in (1.0, 1.1, 0.9, 1.05, 0.95)])
     assert compare(before, same).table().loc["wall_seconds", "verdict"] == "not significant"
     fast = compare(before, faster)
     assert fast.total.significant and fast.table().loc["db", "verdict"] == "faster"
-    assert fast.total.improvement == pytest.approx((7.0 - 3.0) / 7.0)  # medians of the wall times
+    assert fast.total.improvement == pytest.approx((7.05 - 3.0) / 7.05)  # medians of the wall times
 
 
 def test_compare_refuses_different_workloads_unless_forced():
