@@ -6,6 +6,8 @@ import os
 import platform
 import subprocess
 import sys
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -33,8 +35,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+LIBRARIES = {"numpy": ("numpy",), "pandas": ("pandas",), "sqlalchemy": ("sqlalchemy",), "psycopg": ("psycopg",),
+             "psycopg2": ("psycopg2", "psycopg2-binary"), "requests": ("requests",), "perflab": ("perflab",)}
+"""Libraries whose version can change a timing, each with the distributions that provide it."""
+
+
+@cache
+def library_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`LIBRARIES` (None when absent): an upgrade is a cause of a change."""
+    out = {}
+    for name, dists in LIBRARIES.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages: a busy machine makes slower, noisier runs."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def collect_environment(engine: Engine | None = None) -> dict:
-    """What produced a result: perflab version and commit, Python, CPU, and the DB server."""
+    """What produced a result: perflab version and commit, Python and library versions, CPU and its load, DB server."""
     env = {
         "perflab_version": perflab.__version__,
         "git_commit": git_commit(),
@@ -42,6 +72,8 @@ def collect_environment(engine: Engine | None = None) -> dict:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "libraries": dict(library_versions()),
+        "load_average": load_average(),
     }
     if engine is not None:
         env["db"] = server_info(engine)
