@@ -38,6 +38,7 @@ class PipelineSettings:
     group_commit: bool = False
     breaker: bool = False
     db_retry: bool = False
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ FIXES: dict[str, Fix] = {
             _set(writer="copy_binary")),
         Fix("db.group_commit", "B", "one thread computes and stores many jobs per transaction while workers fetch",
             _set(group_commit=True)),
+        Fix("db.stream", "B", "a job in windows of days, each fetched, written and featured before the next: "
+            "memory does not grow with the range", _set(stream=True)),
         Fix("compute.vectorized", "C", "pandas/numpy features over whole arrays", _set(feature_impl="vectorized")),
         Fix("compute.parallel", "C", "vectorized features spread over a process pool",
             _set(feature_impl="parallel"), per_symbol=False),
