@@ -79,15 +79,73 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from perflab.errors import InputError
     from perflab.measure.compare import compare
     from perflab.measure.results import RunSet
 
+    if args.repeats_needed is not None:
+        return cmd_repeats_needed(args)
+    if args.before is None or args.after is None:
+        raise InputError("compare needs two run files, BEFORE and AFTER (or --repeats-needed CHANGE, e.g. 0.05)")
     result = compare(RunSet.load(args.before), RunSet.load(args.after), force=args.force, min_effect=args.min_effect)
     print(f"before: {result.before} ({result.n_before} runs)   after: {result.after} ({result.n_after} runs)")
-    table = result.table()
-    print(table.to_string(formatters={
+    print_comparison(result)
+    return 0
+
+
+# --- Significance on this machine: the comparison's footer, --repeats-needed, and the regression gate (check) ---
+
+def print_comparison(result) -> None:
+    """The comparison table, why it could not decide (too few runs), and this machine's calibration."""
+    from perflab.measure.calibration import footer
+
+    print(result.table().to_string(formatters={
         "before": "{:.3f}".format, "after": "{:.3f}".format, "delta": "{:+.3f}".format,
-        "improvement": "{:+.1%}".format, "speedup": "{:.2f}x".format, "noise": "{:.3f}".format}))
+        "improvement": "{:+.1%}".format, "speedup": "{:.2f}x".format, "noise": "{:.3f}".format,
+        "p": lambda p: "-" if p != p else f"{p:.3f}"}))
+    if result.repeats_note():
+        print(result.repeats_note())
+    print(footer())
+
+
+def cmd_repeats_needed(args: argparse.Namespace) -> int:
+    from perflab.errors import InputError
+    from perflab.measure.calibration import repeats_needed_here
+
+    if not 0 < args.repeats_needed < 1:
+        raise InputError(f"--repeats-needed takes the change as a fraction, e.g. 0.05 for 5% "
+                         f"(got {args.repeats_needed:g})")
+    print(repeats_needed_here(args.repeats_needed))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from perflab.db.engine import get_engine
+    from perflab.db.migrate import apply_schema
+    from perflab.measure.compare import compare
+    from perflab.measure.history import stored_runs
+    from perflab.measure.results import RunSet
+
+    runs = RunSet.load(args.run)
+    engine = get_engine()
+    apply_schema(engine)
+    past = stored_runs(engine, runs.params, runs.environment, limit=args.history,
+                       exclude=[r.run_id for r in runs.runs])
+    if not past:
+        print("no stored runs of this workload, fixes and preset on this machine to check against: nothing to "
+              "compare (perflab backfill stores every run; check again once there are some)")
+        return 0
+    result = compare(RunSet("history", past), runs, min_effect=args.min_effect, alternative="slower")
+    print(f"history: {len(past)} stored runs from {past[0].started_at[:19]} to {past[-1].started_at[:19]}   "
+          f"checked: {runs.label} ({len(runs.runs)} run{'s' if len(runs.runs) > 1 else ''})")
+    print_comparison(result)
+    total = result.total
+    if total.significant:
+        print(f"REGRESSION: wall time {total.after:.3f}s against a median of {total.before:.3f}s "
+              f"({-total.improvement:+.1%}, p = {total.p_value:.3f}): slower beyond the noise of the stored runs")
+        return 1
+    print("OK: not slower beyond the noise of the stored runs" if total.enough_repeats
+          else "OK by default: too few runs to judge (see above)")
     return 0
 
 
@@ -104,6 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "serve": cmd_serve, "backfill": cmd_backfill, "compare": cmd_compare, "bench": cmd_bench,
+    "check": cmd_check,
 }
 
 
@@ -142,10 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction of symbols (stable hash) that get the per-symbol fixes")
 
     cmp = sub.add_parser("compare", help="before/after deltas with medians, spread and significance")
-    cmp.add_argument("before", help="run result or run set JSON")
-    cmp.add_argument("after", help="run result or run set JSON")
+    cmp.add_argument("before", nargs="?", help="run result or run set JSON")
+    cmp.add_argument("after", nargs="?", help="run result or run set JSON")
     cmp.add_argument("--force", action="store_true", help="compare even if workload or environment differ")
     cmp.add_argument("--min-effect", type=float, default=0.05, help="smallest relative change that counts")
+    cmp.add_argument("--repeats-needed", type=float, metavar="CHANGE",
+                     help="print how many repeats a change of CHANGE (e.g. 0.05) needs on this machine, from its "
+                          "calibration (perflab bench calibration)")
+
+    chk = sub.add_parser("check", help="regression gate: exit 1 when a run is slower than the stored runs of its "
+                         "workload on this machine, beyond the noise")
+    chk.add_argument("run", help="run result or run set JSON (e.g. from perflab backfill --out)")
+    chk.add_argument("--history", type=int, default=50, help="how many of the newest stored runs to compare with")
+    chk.add_argument("--min-effect", type=float, default=0.05, help="smallest relative slowdown that counts")
 
     bench = sub.add_parser("bench", help="run benchmarks/bench_NAME.py (speed targets live there)")
     bench.add_argument("name")

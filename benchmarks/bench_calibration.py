@@ -1,0 +1,181 @@
+"""Calibration: the false-positive rate and the power of ``perflab compare``'s significance test, on this machine.
+
+Targets (issue 12): at the default 5 repeats per side, an A/A comparison (one configuration against itself) is
+called significant at most 5% of the time, and a planted 10% slowdown is detected at least 80% of the time; both
+with the runs of each side taken in sequence (as ``perflab compare`` users and the notebooks take them) and
+interleaved.
+
+One configuration (default: the smoke preset with ``db.copy``, against the simulator) runs ``--rounds`` rounds of
+plain and slowed blocks in sequence, then ``--rounds`` interleaved rounds (see ``perflab.measure.calibration``). A
+slowed run's first API fetch sleeps ``--effect`` (10%) of the recent plain runs' median wall time.
+The result, with every run's raw timings, the machine's load, the environment and the commit, is a new
+``.perflab/bench/calibration-<time>.json``; every comparison's footer quotes the newest one. Exit status 1 when a
+target is missed.
+
+    .venv/bin/python benchmarks/bench_calibration.py [--preset smoke] [--fixes db.copy] [--rounds 12] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import deque
+
+from sqlalchemy.engine import Engine
+
+from perflab.db.engine import get_engine
+from perflab.db.migrate import apply_schema, reset_data
+from perflab.errors import PerflabError
+from perflab.measure.calibration import (
+    EFFECT,
+    REPEATS,
+    TARGET_FALSE_POSITIVE_RATE,
+    TARGET_POWER,
+    Calibration,
+    Round,
+    analyze,
+    repeats_needed,
+    save_calibration,
+)
+from perflab.pipeline.fixes import FixSet, client_for
+from perflab.pipeline.presets import Preset, get_preset
+from perflab.pipeline.scheduler import Workload, run_backfill
+from perflab.simulator import start_simulator
+
+WARMUP_RUNS = 2
+"""Discarded first runs: they pay for connections, caches and the schema check once."""
+
+
+class SlowedSource:
+    """An API client whose first fetch after :meth:`plant` sleeps ``extra_s``: the planted slowdown (calibration only).
+
+    One sleep per run, not one per fetch: on a busy machine every wake-up waits for a CPU, which would add more than
+    the sleep itself."""
+
+    def __init__(self, client) -> None:
+        self.client, self.extra_s, self.pending = client, 0.0, 0.0
+
+    def plant(self, extra_s: float) -> None:
+        self.extra_s = self.pending = extra_s
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    def get_aggregates(self, *args, **kwargs):
+        if self.pending:
+            time.sleep(self.pending)
+            self.pending = 0.0
+        return self.client.get_aggregates(*args, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def run_study(preset: Preset, fixes: FixSet, *, rounds: int, repeats: int, effect: float, engine: Engine
+              ) -> tuple[list[list[float]], list[list[float]], list[Round], list[dict]]:
+    """Warm-up runs, ``rounds`` x (a plain block, a slowed block), then ``rounds`` interleaved rounds: the wall times
+    of each, and every run's record."""
+    workload = Workload.from_preset(preset)
+    recent: deque[float] = deque(maxlen=2 * repeats)  # the latest plain walls: what a slowed run adds 10% of
+    runs: list[dict] = []
+    with start_simulator(preset.simulator_config()) as sim:
+        source = SlowedSource(client_for(fixes.settings(), sim.url, rate_limit_per_s=preset.rate_limit_per_s))
+
+        def run(kind: str, phase: str, round_: int) -> float:
+            source.plant(effect * statistics.median(recent) if kind == "slowed" else 0.0)
+            reset_data(engine)
+            result = run_backfill(workload, source, engine, fixes, label=f"calibration {kind}",
+                                  params={"preset": preset.name}, time_scale=preset.time_scale)
+            if result.failures:
+                raise PerflabError("a calibration run failed, so its timing means nothing: "
+                                   + "; ".join(result.failure_summary()))
+            if kind != "slowed":
+                recent.append(result.wall_seconds)
+            runs.append({"phase": phase, "round": round_, "kind": kind, "wall_seconds": result.wall_seconds,
+                         "stage_seconds": result.stage_seconds, "planted_s": source.extra_s,
+                         "load_average": os.getloadavg()[0]})
+            return result.wall_seconds
+
+        try:
+            for _ in range(WARMUP_RUNS):
+                run("warm-up", "warm-up", -1)
+            base, slowed = [], []
+            for i in range(rounds):
+                base.append([run("plain", "sequence", i) for _ in range(repeats)])
+                slowed.append([run("slowed", "sequence", i) for _ in range(repeats)])
+                _say("in sequence", i, rounds, base[-1], slowed[-1])
+            interleaved = []
+            for i in range(rounds):
+                sides: dict[str, list[float]] = {"a": [], "b": [], "slowed": []}
+                for k in range(repeats):
+                    order = ["a", "b", "slowed"][k % 3:] + ["a", "b", "slowed"][:k % 3]  # each side first in turn
+                    for side in order:
+                        sides[side].append(run("slowed" if side == "slowed" else "plain", "interleaved", i))
+                interleaved.append(Round(**sides))
+                _say("interleaved", i, rounds, sides["a"] + sides["b"], sides["slowed"])
+        finally:
+            source.close()
+    return base, slowed, interleaved, runs
+
+
+def _report(order: str, fp: float, power: float, aa: int, planted: int, cal: Calibration) -> None:
+    print(f"{order}: false-positive rate {fp:.0%} of {aa} A/A comparisons ({cal.repeats} vs {cal.repeats} runs; "
+          f"target <= {TARGET_FALSE_POSITIVE_RATE:.0%}) -> {'PASS' if fp <= TARGET_FALSE_POSITIVE_RATE else 'FAIL'}; "
+          f"power {power:.0%} of {planted} planted {cal.effect:.0%} slowdowns (target >= {TARGET_POWER:.0%}) -> "
+          f"{'PASS' if power >= TARGET_POWER else 'FAIL'}")
+
+
+def _say(phase: str, i: int, rounds: int, plain: list[float], slowed: list[float]) -> None:
+    b, s = statistics.median(plain), statistics.median(slowed)
+    print(f"{phase} {i + 1}/{rounds}: plain {b:.3f}s, slowed {s:.3f}s ({s / b - 1:+.1%})", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="smoke")
+    parser.add_argument("--fixes", default="db.copy")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="rounds of each order: 2 x repeats runs each in sequence, 3 x repeats interleaved")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per block: the repeats being calibrated")
+    parser.add_argument("--effect", type=float, default=EFFECT, help="the planted slowdown, a fraction of wall time")
+    args = parser.parse_args()
+    if args.rounds < 2 or args.repeats < 1 or args.effect <= 0:
+        raise SystemExit("bench_calibration: need --rounds >= 2, --repeats >= 1 and --effect > 0")
+
+    preset = get_preset(args.preset)
+    fixes = FixSet.parse(args.fixes)
+    engine = get_engine()
+    apply_schema(engine)
+    started = time.monotonic()
+    base, slowed, rounds, runs = run_study(preset, fixes, rounds=args.rounds, repeats=args.repeats,
+                                           effect=args.effect, engine=engine)
+    cal = analyze(base, slowed, rounds, effect=args.effect)
+    need = repeats_needed(0.05, [x for block in base for x in block] + [x for r in rounds for x in r.a + r.b])
+    print(f"preset {preset.name}, fixes {fixes.spec}: {len(runs)} runs in {time.monotonic() - started:.0f}s, "
+          f"run-to-run spread {cal.run_cv:.1%}")
+    _report("in sequence", cal.false_positive_rate, cal.power, cal.sequential_comparisons - 1,
+            cal.sequential_comparisons, cal)
+    _report("interleaved", cal.false_positive_rate_interleaved, cal.power_interleaved, cal.interleaved_comparisons,
+            cal.interleaved_comparisons, cal)
+    print(f"order shuffled ({cal.resamples} random draws from the pooled runs): false-positive rate "
+          f"{cal.false_positive_rate_resampled:.1%}, power {cal.power_resampled:.1%}; the planting slowed runs by "
+          f"{cal.realized_effect:+.1%} (median)")
+    print(need)
+    path = save_calibration(cal, base, slowed, rounds, runs=runs, engine=engine,
+                            params={**vars(args), "warmup_runs": WARMUP_RUNS,
+                                    "workload": Workload.from_preset(preset).to_dict(),
+                                    "repeats_needed_5pct": need.repeats})
+    print(f"saved {path}")
+    return 0 if cal.passed else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except PerflabError as exc:
+        print(f"bench_calibration: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
