@@ -66,7 +66,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if args.simulator:
             base_url = stack.enter_context(start_simulator(preset.simulator_config())).url
         result = measured_backfill(workload, fixes, preset=preset, base_url=base_url, label=args.label,
-                                   progress=sys.stderr.isatty(), fresh=args.fresh)
+                                   progress=sys.stderr.isatty(), fresh=args.fresh, trace=args.trace)
     print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
     if args.out:
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--out", help="save the run result JSON here")
     bf.add_argument("--rollout", type=float, default=None,
                     help="fraction of symbols (stable hash) that get the per-symbol fixes")
+    bf.add_argument("--trace", metavar="FILE", help="write the run's timeline as Chrome trace-event JSON here "
+                    "(open it in ui.perfetto.dev or chrome://tracing)")
 
     cmp = sub.add_parser("compare", help="before/after deltas with medians, spread and significance")
     cmp.add_argument("before", nargs="?", help="run result or run set JSON")

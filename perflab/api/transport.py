@@ -20,6 +20,7 @@ import requests
 from perflab.api import errors
 from perflab.api.ratelimit import AdaptivePacer
 from perflab.measure.results import RequestStats
+from perflab.measure.timing import note_request
 from perflab.redact import redact
 
 
@@ -77,6 +78,7 @@ class Transport:
         started = time.perf_counter()
         deadline = started + self.timeout
         stats.requests += 1
+        resp = None
         try:
             resp = self.session.get(url, params=params, timeout=self.timeout, stream=True)
             chunks = []
@@ -91,7 +93,9 @@ class Transport:
         except requests.RequestException as exc:
             raise errors.connection_error(redact(self.base_url), exc) from None
         finally:
-            stats.latencies.append(time.perf_counter() - started)
+            ended = time.perf_counter()
+            stats.latencies.append(ended - started)
+            note_request(started, ended, None if resp is None else resp.status_code)  # for the run's trace
         data = b"".join(chunks)
         stats.bytes_received += len(data)
         return resp, data

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from perflab.errors import InputError
-from perflab.measure.timing import STAGES, busy_seconds, wall_attribution
+from perflab.measure.timing import STAGES, Interval, busy_seconds, wall_attribution
 
 SCHEMA_VERSION = 1
 JSON_SCHEMA = Path(__file__).with_name("run_result.schema.json")  # the same contract for other tools
@@ -99,6 +99,13 @@ class RunResult:
     server_stats: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    spans: list[dict] = field(default_factory=list)
+    """The intervals with where they ran (thread, jobs, requests: :meth:`Interval.span`), in the same order; empty
+    for runs saved before spans were recorded. What the trace and the critical path read."""
+
+    def __post_init__(self) -> None:
+        if not self.spans and self.intervals and all(isinstance(i, Interval) for i in self.intervals):
+            self.spans = [i.span() for i in self.intervals]
 
     @property
     def stage_seconds(self) -> dict[str, float]:

@@ -2,17 +2,59 @@
 
 Busy seconds add up each stage's intervals; when stages overlap (parallel workers), the wall-clock
 attribution splits every instant among the stages active then, so the shares add up to the wall time.
+Each interval also says where it ran (its :class:`Interval` attributes: thread, job, the HTTP requests made in
+it), which the trace (:mod:`perflab.measure.trace`) and the critical path (:mod:`perflab.measure.critical_path`)
+read; everything else sees plain ``(stage, start, end)`` tuples.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 STAGES = ("api", "db", "compute")
+
+Job = tuple[str, str]
+"""(symbol, timeframe)."""
+
+_running = threading.local()  # the stage open on this thread: (origin, its request list), for note_request
+
+
+class Interval(tuple):
+    """A ``(stage, start, end)`` tuple that also carries where it ran: the thread's ``name`` and native ``tid``, the
+    ``jobs`` it worked for (one, or a group commit's several) and the ``requests`` made in it as
+    ``(start, end, status)`` on the same clock (status None when no answer came)."""
+
+    thread: str
+    tid: int
+    jobs: tuple[Job, ...]
+    requests: tuple[tuple[float, float, int | None], ...]
+
+    def __new__(cls, items=(), *, thread: str = "", tid: int = 0, jobs=(), requests=()) -> Interval:
+        self = super().__new__(cls, items)
+        self.thread, self.tid = thread, tid
+        self.jobs = tuple(tuple(j) for j in jobs)
+        self.requests = tuple(tuple(r) for r in requests)
+        return self
+
+    def span(self) -> dict:
+        """The interval with where it ran, as JSON-shaped data (the run result's ``spans``)."""
+        stage, start, end = self
+        return {"stage": stage, "start": start, "end": end, "thread": self.thread, "tid": self.tid,
+                "jobs": [list(j) for j in self.jobs], "requests": [list(r) for r in self.requests]}
+
+
+def note_request(start: float, end: float, status: int | None) -> None:
+    """Tell the stage open on this thread (if any) about one HTTP request, times as ``time.perf_counter()``
+    readings; it is kept with that stage's interval, so a run's trace can count requests in flight and 429s."""
+    running = getattr(_running, "stage", None)
+    if running is not None:
+        origin, requests = running
+        requests.append((start - origin, end - origin, status))
 
 
 @dataclass
@@ -25,21 +67,31 @@ class StageTimer:
     origin: float = field(default_factory=time.perf_counter)
     intervals: list[tuple[str, float, float]] = field(default_factory=list)
     enabled: bool = True
+    jobs: tuple[Job, ...] = ()
+    """The job(s) this timer's intervals work for (a child's), recorded with each :class:`Interval`."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if not self.enabled:
             yield
             return
+        requests: list[tuple[float, float, int | None]] = []
+        outer = getattr(_running, "stage", None)
+        _running.stage = (self.origin, requests)
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.intervals.append((name, start - self.origin, time.perf_counter() - self.origin))
+            end = time.perf_counter()
+            _running.stage = outer
+            self.intervals.append(Interval((name, start - self.origin, end - self.origin),
+                                           thread=threading.current_thread().name, tid=threading.get_native_id(),
+                                           jobs=self.jobs, requests=requests))
 
-    def child(self) -> StageTimer:
-        """A timer on the same clock for one job (merge back with ``intervals.extend``)."""
-        return StageTimer(origin=self.origin, enabled=self.enabled)
+    def child(self, job: Job | None = None, jobs: Iterable[Job] = ()) -> StageTimer:
+        """A timer on the same clock for one ``job`` (or a group of ``jobs``); merge back with ``intervals.extend``."""
+        return StageTimer(origin=self.origin, enabled=self.enabled,
+                          jobs=((tuple(job),) if job else ()) + tuple(tuple(j) for j in jobs))
 
     def busy(self) -> dict[str, float]:
         """Seconds per stage, summed over intervals."""

@@ -89,7 +89,7 @@ class GroupCommitter:
                 self._commit(items)
 
     def _commit(self, items: list[Handover]) -> None:
-        timer = self.timer.child()
+        timer = self.timer.child(jobs=[(i.record.symbol, i.record.timeframe) for i in items])
         db = DbRetry(self.engine, enabled=self.db_retry)
         for item in items:
             item.record.code_path.update(writer="group_commit", batch_size=None, features=self.feature_impl,

@@ -9,6 +9,7 @@ Starting a simulator stays with the caller: a notebook keeps one for all its run
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -18,6 +19,7 @@ from perflab.db.engine import get_engine
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.measure.history import store_run
 from perflab.measure.results import RunResult
+from perflab.measure.trace import write_trace
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.pipeline.presets import Preset
 from perflab.pipeline.scheduler import Workload, run_backfill
@@ -48,14 +50,15 @@ def stats_delta(before: dict, after: dict, gap_s: float) -> dict:
 def measured_backfill(workload: Workload, fixes: FixSet, engine: Engine | None = None, *, preset: Preset,
                       base_url: str | None = None, client: AggregatesSource | None = None,
                       label: str | None = None, progress: bool = False, instrument: bool = True,
-                      fresh: bool = False, store: bool = True) -> RunResult:
+                      fresh: bool = False, store: bool = True, trace: str | Path | None = None) -> RunResult:
     """Backfill ``workload`` with ``fixes`` against ``base_url`` (or through ``client``, which the caller keeps
     and closes) and return the result with the server's counts over the run and, when the breaker guarded it,
     the breaker's report; ``fresh`` empties the tables first so runs compare, ``store`` adds it to the history.
 
     ``preset`` supplies the pacing's target rate, the dispatch's time scale and the ``preset`` the run is filed
     under. Without an ``engine``: the configured database, connected once the client has checked its base URL and
-    key (so a wrong one is said first, before an embedded server starts).
+    key (so a wrong one is said first, before an embedded server starts). ``trace``: write the run's timeline there
+    (a ``.json`` file, or a folder for ``<label>-<run_id>.trace.json``; see :mod:`perflab.measure.trace`).
     """
     own = client is None
     client = client or build_client(fixes, base_url, rate_limit_per_s=preset.rate_limit_per_s)
@@ -78,4 +81,6 @@ def measured_backfill(workload: Workload, fixes: FixSet, engine: Engine | None =
         result.params["breaker"] = client.report.to_dict()
     if store:
         store_run(engine, result)
+    if trace is not None:
+        write_trace(result, trace)
     return result

@@ -112,7 +112,7 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: Aggregates
     settings = fixes.settings(symbol)
     record = JobRecord(symbol, timeframe)
     db = DbRetry(engine, enabled=settings.db_retry)
-    job = _Job(workload, parse_timeframe(timeframe), engine, record, db, timer.child())
+    job = _Job(workload, parse_timeframe(timeframe), engine, record, db, timer.child(job=(symbol, timeframe)))
     handover = None
     try:
         fetched, todo = job.fetch(client, settings.page_limit, settings.missing_only,

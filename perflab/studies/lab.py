@@ -78,7 +78,8 @@ class Lab:
                  instrument: bool = True, base_url: str | None = None) -> RunResult:
         """One measured backfill with ``fixes``; ``fresh`` empties the tables first so runs compare.
 
-        ``base_url`` points it at another API than the lab's (e.g. a simulator injecting faults).
+        ``base_url`` points it at another API than the lab's (e.g. a simulator injecting faults). Its timeline goes
+        to ``<out_dir>/traces/`` (:mod:`perflab.measure.trace`).
 
         A progress bar shows unless ``perflab run`` executes the notebook headlessly (``PERFLAB_HEADLESS``).
         """
@@ -87,7 +88,7 @@ class Lab:
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
         result = measured_backfill(workload or self.workload, fixset, self.engine, preset=self.preset,
                                    base_url=base_url or self.base_url, label=label, progress=progress,
-                                   instrument=instrument, fresh=fresh)
+                                   instrument=instrument, fresh=fresh, trace=self.out_dir / "traces")
         self.results[result.label] = result
         return result
 
