@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property, lru_cache
+
+import numpy as np
 
 from perflab.errors import InputError
 
@@ -20,6 +23,23 @@ SYMBOLS_25 = (
     "WMT", "PG", "XOM", "UNH", "HD", "BAC", "MA", "DIS", "KO", "PEP",
     "CSCO", "INTC", "NFLX", "ADBE", "CRM",
 )
+ETFS = ("SPY", "QQQ", "IWM", "DIA")
+
+
+@lru_cache(maxsize=8)
+def generated_tickers(count: int, exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """``count`` distinct made-up ticker names (2-5 capital letters, none in ``exclude``), the same on every call."""
+    rng = np.random.default_rng(20_240_304)
+    letters = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", np.uint8)
+    names: dict[str, None] = {}
+    while len(names) < count:
+        lengths = rng.choice([2, 3, 4, 5], size=count, p=[0.02, 0.28, 0.5, 0.2])
+        codes = letters[rng.integers(0, 26, (count, 5))]
+        for row, n in zip(codes, lengths):
+            name = row[:n].tobytes().decode()
+            if name not in exclude:
+                names.setdefault(name)
+    return tuple(names)[:count]
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,11 @@ class SimulatorConfig:
     whole delay (``transfer_bytes_per_s=None``: transfer is free). ``rate_limit_per_s`` is per API key in wall
     seconds (not scaled by ``time_scale``); the bucket holds ``rate_limit_burst`` tokens (default a tenth of a
     second's worth, at least 1). ``faults``: see :mod:`perflab.simulator.faults`.
+
+    The ticker universe is ``tickers`` followed by generated names up to ``universe_size`` tickers in all (a
+    10,000-ticker market for the grouped daily endpoint); per-ticker requests know every ticker of the universe
+    and of ``otc_tickers`` (``tickers=None``: any ticker), the grouped endpoint serves the universe, and the OTC
+    ones only with ``include_otc=true``. Any other ticker gets an empty 200, as Polygon answers.
     """
 
     seed: int = 42
@@ -38,7 +63,9 @@ class SimulatorConfig:
     transfer_bytes_per_s: float | None = 2e6
     time_scale: float = 1.0
     api_key: str = field(default_factory=lambda: os.environ.get("POLYGON_API_KEY") or LOCAL_API_KEY)
-    tickers: tuple[str, ...] | None = SYMBOLS_25 + ("SPY", "QQQ", "IWM", "DIA")
+    tickers: tuple[str, ...] | None = SYMBOLS_25 + ETFS
+    universe_size: int | None = None
+    otc_tickers: tuple[str, ...] = ()
     rate_limit_per_s: float | None = None
     rate_limit_burst: int | None = None
     retry_after: bool = True
@@ -54,6 +81,26 @@ class SimulatorConfig:
         if self.transfer_bytes_per_s is not None and self.transfer_bytes_per_s <= 0:
             raise InputError("simulator transfer_bytes_per_s must be > 0 (or None: free transfer): "
                              f"got {self.transfer_bytes_per_s}")
+        if self.universe_size is not None and not 0 <= self.universe_size <= 100_000:
+            raise InputError(f"simulator universe_size must be 0 to 100,000 (or None): got {self.universe_size}")
+
+    @cached_property
+    def universe(self) -> tuple[str, ...]:
+        """The listed (non-OTC) tickers, sorted: ``tickers`` plus generated names up to ``universe_size``."""
+        named = tuple(dict.fromkeys(self.tickers or ()))
+        extra = max(0, (self.universe_size or 0) - len(named))
+        taken = frozenset(named) | frozenset(self.otc_tickers)
+        return tuple(sorted(named + (generated_tickers(extra, taken) if extra else ())))
+
+    def knows(self, ticker: str) -> bool:
+        """Whether a per-ticker request for ``ticker`` gets bars (any ticker when ``tickers`` is None)."""
+        if self.tickers is None or ticker in self.otc_tickers:
+            return True
+        return ticker in self._known
+
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(self.universe)
 
     def request_cost_s(self, u: float, bars: int = 0, wire_bytes: int = 0) -> float:
         """Full-scale seconds one request costs: base at uniform draw ``u`` in [0, 1), plus its bars and bytes."""
@@ -83,4 +130,5 @@ class SimulatorConfig:
         d["latency_s"] = tuple(d["latency_s"])
         if d.get("tickers") is not None:
             d["tickers"] = tuple(d["tickers"])
+        d["otc_tickers"] = tuple(d.get("otc_tickers", ()))
         return cls(**d)

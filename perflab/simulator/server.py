@@ -1,7 +1,9 @@
 """A Polygon-compatible aggregates server, meant to run in its own process (``perflab serve``).
 
 Serves ``GET /v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}`` with the body of
-the official OpenAPI schema, ``next_url`` pagination, Bearer or ``apiKey`` auth, a per-key token-bucket
+the official OpenAPI schema, ``next_url`` pagination, and the grouped daily endpoint
+``GET /v2/aggs/grouped/locale/us/market/stocks/{date}`` (every ticker's daily bar for one date, the same bars
+as per-ticker daily requests), both with Bearer or ``apiKey`` auth, a per-key token-bucket
 rate limit (429 + ``Retry-After``), a seeded latency per request that grows with the page (the cost model
 of :class:`~perflab.simulator.config.SimulatorConfig`), ``Content-Encoding: gzip`` when the client accepts
 it, and seeded fault injection (:mod:`perflab.simulator.faults`). ``GET /_stats`` reports the server's own
@@ -26,7 +28,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -35,13 +39,15 @@ import numpy as np
 from perflab.api.ratelimit import TokenBucket
 from perflab.errors import InputError
 from perflab.simulator import lifeline
-from perflab.simulator.bars import CALENDAR_SPANS, BarArrays, bars_between, calendar_bars
+from perflab.simulator.bars import CALENDAR_SPANS, BarArrays, bars_between, calendar_bars, daily_bars
 from perflab.simulator.config import SimulatorConfig
 from perflab.simulator.faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, validate_faults
 from perflab.timeframes import TIMESPANS, ny_date, ny_day_end_ms, ny_midnight_ms
 
 AGGS_PATH = re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)"
                        r"/(?P<frm>[^/]+)/(?P<to>[^/]+)$")
+GROUPED_PATH = re.compile(r"^/v2/aggs/grouped/locale/us/market/stocks/(?P<date>[^/]+)$")
+GROUPED_CLOSE = 16 * 3_600_000  # grouped bars are stamped at the end of the window: 16:00 New York, as Polygon's
 # How many base bars one bar of each timespan stands for (``limit`` counts base bars, as Polygon's does).
 BASE_BARS = {"second": 1, "minute": 1, "hour": 60, "day": 1, "week": 5, "month": 21, "quarter": 63, "year": 252}
 CONFIG_ENV = "PERFLAB_SIM_CONFIG"
@@ -159,7 +165,8 @@ class Simulator:
             return self._fault_rng.choice(options)
 
     def aggregates(self, host: str, m: re.Match, query: dict) -> dict:
-        """The 200 body for one page, or raise :class:`BadRequest`."""
+        """The 200 body for one page (``query`` may carry a ``next_url`` cursor), or raise :class:`BadRequest`."""
+        query = _query_from_cursor(query)
         ticker, span = m["ticker"], m["span"]
         if span not in TIMESPANS:
             raise BadRequest(f"Unknown timespan '{span}': use one of {', '.join(TIMESPANS)}.")
@@ -181,8 +188,7 @@ class Simulator:
         limit = max(1, min(limit, 50_000))
         body = {"ticker": ticker, "queryCount": 0, "resultsCount": 0, "adjusted": adjusted,
                 "status": "OK", "request_id": uuid.uuid4().hex}
-        known = self.config.tickers is None or ticker in self.config.tickers
-        if not known:
+        if not self.config.knows(ticker):
             return body
         if span in CALENDAR_SPANS:
             bars = calendar_bars(self.config.seed, ticker, mult, span, frm_ms, to_ms)
@@ -203,6 +209,34 @@ class Simulator:
             body["next_url"] = (f"http://{host}/v2/aggs/ticker/{ticker}/range/{mult}/{span}/{frm}/{to}?"
                                 + urlencode({"cursor": cursor.decode()}))
         self.count("bars_served", len(page))
+        return body
+
+
+    def grouped_daily(self, day_text: str, query: dict) -> dict:
+        """The 200 body of the grouped daily endpoint for one date (no bars on weekends), or raise BadRequest.
+
+        Each ticker's bar has the numbers of its per-ticker daily bar; ``t`` is the end of the window (16:00 New
+        York on that date), as the official schema and Polygon's answers have it. OTC tickers only when asked.
+        """
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise BadRequest("Could not parse the 'date' parameter: use YYYY-MM-DD.") from None
+        adjusted = _bool((query.get("adjusted") or [None])[0], True)
+        include_otc = _bool((query.get("include_otc") or [None])[0], False)
+        otc = tuple(sorted(self.config.otc_tickers)) if include_otc else ()
+        tickers = self.config.universe + otc
+        bars = daily_bars(self.config.seed, tickers, day)
+        body = {"adjusted": adjusted, "queryCount": len(bars), "resultsCount": len(bars), "status": "OK",
+                "request_id": uuid.uuid4().hex}
+        if len(bars):
+            results = [{"T": ticker, **row} for ticker, row in zip(tickers, _results(bars))]
+            for row in results:
+                row["t"] += GROUPED_CLOSE
+            for row in results[len(self.config.universe):]:
+                row["otc"] = True  # the schema: "left off if false"
+            body["results"] = results
+        self.count("bars_served", len(bars))
         return body
 
 
@@ -324,8 +358,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "OK", "faults": self.sim.faults.faults})
             return
         self.sim.count("requests")
-        m = AGGS_PATH.match(parts.path)
-        if not m:
+        host = self.headers.get("Host", "127.0.0.1")
+        if m := AGGS_PATH.match(parts.path):
+            answer = partial(self.sim.aggregates, host, m, query)
+        elif g := GROUPED_PATH.match(parts.path):
+            answer = partial(self.sim.grouped_daily, g["date"], query)
+        else:
             self._send(404, {"status": "NOT_FOUND", "request_id": uuid.uuid4().hex, "message": "Not found."})
             return
         key = self.sim.api_key(self.headers, query)
@@ -333,9 +371,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(401, {"status": "NOT_AUTHORIZED", "request_id": uuid.uuid4().hex,
                              "message": "Unknown API Key. Please provide a valid API key."})
             return
-        self._serve_aggregates(key, m, query, started)
+        self._serve_api(key, answer, started)
 
-    def _serve_aggregates(self, key: str, m: re.Match, query: dict, started: float) -> None:
+    def _serve_api(self, key: str, answer: Callable[[], dict], started: float) -> None:
+        """One API request through outage, rate limit, faults and the cost model; ``answer`` builds the 200 body."""
         sim = self.sim
         if sim.in_outage():
             sim.count("fault_outage")
@@ -364,7 +403,7 @@ class Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         try:
-            body = sim.aggregates(self.headers.get("Host", "127.0.0.1"), m, _query_from_cursor(query))
+            body = answer()
         except BadRequest as exc:
             sim.wait_out(started, u)
             self._error(400, str(exc))
