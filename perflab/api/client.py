@@ -30,6 +30,7 @@ from perflab.errors import ConfigError, InputError
 from perflab.measure.results import RequestStats
 from perflab.redact import redact, register_secret
 from perflab.retry import RetryCallState, run_with
+from perflab.timeframes import NY
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
 LOCAL_API_KEY = "perflab-local-key"  # what a local simulator accepts when POLYGON_API_KEY is unset
@@ -208,6 +209,46 @@ class PolygonClient:
                 break
             url, params = self._url(next_url), None
         return FetchResult(bars_frame(results), stats)
+
+    def get_grouped_daily(self, day: date | str, *, adjusted: bool = True, include_otc: bool = False,
+                          stats: RequestStats | None = None) -> FetchResult:
+        """Every ticker's daily bar for one date in one request (grouped daily): a ``symbol`` column plus the bars.
+
+        Polygon stamps grouped bars at the end of the window (16:00 New York); each row's ``time`` is its New York
+        session date's midnight instead, so a row equals the ticker's per-ticker ``1d`` bar. Weekends and holidays
+        give no rows. Requests and retries are counted into ``stats`` as in :meth:`get_aggregates`.
+        """
+        stats = RequestStats() if stats is None else stats
+
+        def count_retry(state: RetryCallState) -> None:
+            stats.retries += 1
+
+        url = self._url(f"/v2/aggs/grouped/locale/us/market/stocks/{day}")
+        params = {"adjusted": str(adjusted).lower(), "include_otc": str(include_otc).lower()}
+        body = run_with(self.retry, partial(self._grouped_page, url, params, stats), count_retry)
+        return FetchResult(self._grouped_frame(body.get("results") or []), stats)
+
+    def _grouped_page(self, url: str, params: dict, stats: RequestStats) -> dict:
+        """One grouped daily body; rows without a ticker make it a retryable malformed response."""
+        reply = self.transport.get(url, params, stats)
+        body = _aggregates_body(reply)
+        if any(not r.get("T") for r in body.get("results") or []):
+            raise errors.MalformedResponseError(f"response from {redact(urlsplit(reply.url).path)} has a bar "
+                                                "without its ticker (T)", status=reply.status)
+        return body
+
+    @staticmethod
+    def _grouped_frame(results: list[dict]) -> pd.DataFrame:
+        """Grouped ``results`` to ``symbol`` + the bar columns, one row per symbol, ``time`` at the session midnight."""
+        frame = bars_frame([]) if not results else pd.DataFrame({
+            "time": pd.to_datetime(np.array([r["t"] for r in results], np.int64), unit="ms", utc=True),
+            **{name: np.array([r.get(key) for r in results], np.float64)
+               for key, name in _FIELD_MAP.items() if name not in ("time", "transactions")},
+            "transactions": np.array([r.get("n") or 0 for r in results], np.int64),
+        })
+        frame.insert(0, "symbol", pd.Series([r["T"] for r in results], dtype=object))
+        frame["time"] = frame["time"].dt.tz_convert(NY).dt.normalize().dt.tz_convert("UTC")
+        return frame.drop_duplicates("symbol", keep="last").sort_values("symbol", ignore_index=True)
 
 
 def _aggregates_body(reply: Reply) -> dict:
