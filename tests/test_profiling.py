@@ -70,21 +70,22 @@ def _own(lines, function: str) -> float:
 def test_a_profiled_callee_inside_a_profiled_caller_counts_once():
     lines, profiled = profile_lines(_caller, _caller, _nap, top=None)
     assert profiled.value == 0.08
-    assert 0.08 <= profiled.seconds < 0.1, "the 0.08 s of sleep once, not again in the caller's lines (0.16 s)"
-    assert 0.08 <= _own(lines, "_nap") < 0.09 and _own(lines, "_caller") < 0.005
+    # Bounds sit halfway to the double count, so a loaded machine's late wake-ups cannot fail the test.
+    assert 0.08 <= profiled.seconds < 0.12, "the 0.08 s of sleep once, not again in the caller's lines (0.16 s)"
+    assert 0.08 <= _own(lines, "_nap") < 0.12 and _own(lines, "_caller") < 0.02
     call = lines[lines["code"].str.startswith("first = _nap")].iloc[0]
-    assert call["incl_s"] >= 0.05 and call["time_s"] < 0.005  # the call line keeps only its own work
+    assert call["incl_s"] >= 0.05 and call["time_s"] < 0.02  # the call line keeps only its own work
     assert lines["share"].sum() == pytest.approx(1.0) and profiled.seconds == pytest.approx(lines["time_s"].sum())
     assert lines.iloc[0]["function"] == "_nap"
 
 
 def test_nesting_three_deep_through_methods_counts_each_second_once():
     lines, profiled = profile_lines(_Napper().twice, _Napper.twice, _Napper.nap, _nap, top=None)
-    assert 0.04 <= profiled.seconds < 0.055
-    assert 0.04 <= _own(lines, "_nap") and _own(lines, "_Napper.nap") + _own(lines, "_Napper.twice") < 0.005
+    assert 0.04 <= profiled.seconds < 0.08  # counted three times it would be 0.12 s
+    assert 0.04 <= _own(lines, "_nap") and _own(lines, "_Napper.nap") + _own(lines, "_Napper.twice") < 0.02
 
 
 def test_a_callee_also_called_from_outside_the_profiled_functions_counts_once():
     lines, profiled = profile_lines(lambda: _caller() + _nap(0.04), _caller, _nap, top=None)
-    assert 0.12 <= profiled.seconds < 0.14, "0.05 + 0.03 s under _caller and 0.04 s called directly, each once"
-    assert 0.12 <= _own(lines, "_nap") and _own(lines, "_caller") < 0.005
+    assert 0.12 <= profiled.seconds < 0.18, "0.05 + 0.03 s under _caller and 0.04 s called directly, each once"
+    assert 0.12 <= _own(lines, "_nap") and _own(lines, "_caller") < 0.02
