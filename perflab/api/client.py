@@ -24,6 +24,7 @@ from tenacity import Retrying, wait_exponential_jitter
 
 import perflab.retry
 from perflab.api import errors
+from perflab.api.inflight import InflightLimit
 from perflab.api.ratelimit import AdaptivePacer
 from perflab.api.transport import Reply, Transport
 from perflab.errors import ConfigError, InputError
@@ -153,7 +154,8 @@ class PolygonClient:
     """Fetch aggregate bars. Thread-safe: workers may share one client, its connection pool and its pacer."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None, pacer: AdaptivePacer | None = None, pool_size: int = 32):
+                 retry: RetryPolicy | None = None, pacer: AdaptivePacer | None = None, pool_size: int = 32,
+                 inflight: InflightLimit | None = None):
         self.base_url = check_base_url(base_url or os.environ.get("POLYGON_BASE_URL") or DEFAULT_BASE_URL,
                                        "base URL" if base_url else "POLYGON_BASE_URL")
         key = api_key if api_key is not None else os.environ.get("POLYGON_API_KEY")
@@ -163,7 +165,8 @@ class PolygonClient:
             key = LOCAL_API_KEY
         register_secret(key)
         self.retry = retry
-        self.transport = Transport(self.base_url, key, timeout=timeout, pacer=pacer, pool_size=pool_size)
+        self.transport = Transport(self.base_url, key, timeout=timeout, pacer=pacer, pool_size=pool_size,
+                                   inflight=inflight)
 
     def __repr__(self) -> str:
         return f"PolygonClient(base_url={self.base_url!r})"

@@ -1,10 +1,12 @@
-"""One request to the Polygon API: the pooled ``requests`` session, pacing, the whole-body deadline, typed errors.
+"""One request to the Polygon API: the pooled ``requests`` session, in-flight limit, pacing, the whole-body deadline,
+typed errors.
 
 :class:`~perflab.api.client.PolygonClient` pages, parses and retries; everything about a single request happens
-here, once: the pacer's token is taken before it and the pacer told how it went after (so a retry is paced like
-any request), ``requests``' exceptions become :mod:`perflab.api.errors` types, and an HTTP error status becomes
-its typed error. The request counters (requests, 429s, timeouts, bytes, latency) are counted here; retries by the
-client, which alone knows a request was another try.
+here, once: a slot of the in-flight limit (``api.concurrency``) is held around it, the pacer's token is taken
+before it, and both are told how it went after (so a retry is limited and paced like any request); ``requests``'
+exceptions become :mod:`perflab.api.errors` types, and an HTTP error status becomes its typed error. The request
+counters (requests, 429s, timeouts, bytes, latency) are counted here; retries by the client, which alone knows a
+request was another try.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from perflab.api import errors
+from perflab.api.inflight import InflightLimit
 from perflab.api.ratelimit import AdaptivePacer
 from perflab.measure.results import RequestStats
 from perflab.measure.timing import note_request
@@ -34,13 +37,19 @@ class Reply:
 
 
 class Transport:
-    """Sends GETs with Bearer auth over one connection pool. Thread-safe: workers share its pool and its pacer."""
+    """Sends GETs with Bearer auth over one connection pool. Thread-safe: workers share its pool, pacer and limit.
+
+    The pool holds at least ``inflight.policy.max_limit`` connections, so every request the limit lets go has one.
+    """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, pacer: AdaptivePacer | None = None,
-                 pool_size: int = 32):
+                 pool_size: int = 32, inflight: InflightLimit | None = None):
         self.base_url = base_url
         self.timeout = timeout
         self.pacer = pacer
+        self.inflight = inflight
+        if inflight is not None:
+            pool_size = max(pool_size, inflight.policy.max_limit)
         self.session = requests.Session()
         # The environment (proxies, CA bundle) is read once here instead of on every request: with
         # trust_env, requests stats ~/.netrc and re-reads proxy variables per call, a cost every worker paid.
@@ -59,10 +68,28 @@ class Transport:
         self.session.close()
 
     def get(self, url: str, params: dict | None, stats: RequestStats) -> Reply:
-        """One paced GET of ``url``, counted in ``stats``: the answer, or the typed error of its failure or status."""
+        """One limited, paced GET of ``url``, counted in ``stats``: the answer, or the typed error of its failure or
+        status."""
+        if self.inflight is None:
+            return self._paced_get(url, params, stats)[0]
+        ticket = self.inflight.acquire()
+        wire_s, limited = None, False
+        try:
+            reply, wire_s = self._paced_get(url, params, stats)
+            return reply
+        except errors.RateLimitError:
+            limited = True
+            raise
+        finally:
+            self.inflight.release(ticket, wire_s, rate_limited=limited)
+
+    def _paced_get(self, url: str, params: dict | None, stats: RequestStats) -> tuple[Reply, float]:
+        """The GET behind the pacer: the answer and the seconds it took on the wire."""
         if self.pacer is not None:
             self.pacer.acquire()
+        started = time.perf_counter()
         resp, data = self._download(url, params, stats)
+        wire_s = time.perf_counter() - started
         try:
             _raise_for_status(resp, data, stats)
         except errors.RateLimitError as exc:
@@ -71,7 +98,7 @@ class Transport:
             raise
         if self.pacer is not None:
             self.pacer.on_success()
-        return Reply(resp.status_code, resp.url, data)
+        return Reply(resp.status_code, resp.url, data), wire_s
 
     def _download(self, url: str, params: dict | None, stats: RequestStats) -> tuple[requests.Response, bytes]:
         """One HTTP GET read to the end within ``timeout`` seconds in total (a trickling body times out too)."""

@@ -7,6 +7,11 @@ The plan's fixes, built as they were meant (its ``asyncio.sleep(...).then`` does
   ``i x 0.1 s`` after the group began.
 * **parallel** (``api.parallel``): ``N`` worker threads share one client (one connection pool); worker
   ``k`` starts ``k x 5 s`` after the first. Together with batch the workers take the grouped jobs.
+* **concurrency** (``api.concurrency``, beyond the plan): as many workers as requests may be in flight
+  (``max_inflight``), all started at once: a job's pages follow ``next_url`` one after another, so only many jobs
+  at once keep many requests in flight. How many actually are is the client's adaptive limit
+  (:mod:`perflab.api.inflight`); a worker whose request finds the limit reached waits for a slot. It replaces the
+  workers of ``api.parallel`` and their staggers.
 
 Plan seconds are multiplied by ``time_scale`` (the simulator's latency scale) so staggers keep their
 proportion to request latency. Results come back in the order of the jobs given.
@@ -43,12 +48,15 @@ class Dispatch:
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings, time_scale: float = 1.0) -> Dispatch:
-        """The strategy the settings ask for: sequential, batched, parallel, or batched across parallel workers."""
-        parallel = settings.api_workers > 1
+        """The strategy the settings ask for: sequential, batched, parallel (or concurrent: many unstaggered
+        workers), or batched across those workers."""
+        concurrent = settings.max_inflight > 0
+        parallel = settings.api_workers > 1 and not concurrent
         batch = settings.batch_by_timespan
+        workers = settings.max_inflight if concurrent else settings.api_workers if parallel else (0 if batch else 1)
         return cls(
             group_by_timespan=batch,
-            workers=settings.api_workers if parallel else (0 if batch else 1),
+            workers=workers,
             job_stagger_s=BATCH_STAGGER_S * time_scale if batch else 0.0,
             worker_stagger_s=WORKER_STAGGER_S * time_scale if parallel else 0.0,
         )

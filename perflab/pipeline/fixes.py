@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from perflab.api.client import PolygonClient, RetryPolicy
+from perflab.api.inflight import AimdPolicy, InflightLimit
 from perflab.api.ratelimit import AdaptivePacer
 from perflab.errors import InputError
 from perflab.measure.plan import PATH_CLAIMS
@@ -28,6 +29,7 @@ class PipelineSettings:
     backoff: bool = False
     batch_by_timespan: bool = False
     api_workers: int = 1
+    max_inflight: int = 0  # api.concurrency: requests in flight at most under the AIMD limit (0: off)
     pacing: bool = False
     page_limit: int = 5000
     missing_only: bool = False
@@ -69,6 +71,8 @@ FIXES: dict[str, Fix] = {
             _set(batch_by_timespan=True), per_symbol=False),
         Fix("api.parallel", "A", "N concurrent API workers sharing one connection pool",
             _set(api_workers=4), per_symbol=False),
+        Fix("api.concurrency", "A", "up to 64 requests in flight under an adaptive (AIMD) limit: the rate limit at "
+            "any latency", _set(max_inflight=64), per_symbol=False),
         Fix("api.pacing", "A", "client-side adaptive token bucket: reach the rate limit with few 429s",
             _set(pacing=True), per_symbol=False),
         Fix("api.big_pages", "A", "ask for limit=50000 to cut the number of pages", _set(page_limit=50_000)),
@@ -195,7 +199,8 @@ def progression(path: str) -> list[FixSet]:
 
 def client_for(settings: PipelineSettings, base_url: str | None = None, *, rate_limit_per_s: float | None = None,
                retry: RetryPolicy | None = None, **kw) -> PolygonClient:
-    """The client the settings ask for: backoff (``retry``, default :class:`RetryPolicy`) and pacing (toward
-    ``rate_limit_per_s``) switched on or off."""
+    """The client the settings ask for: backoff (``retry``, default :class:`RetryPolicy`), pacing (toward
+    ``rate_limit_per_s``) and the adaptive in-flight limit (``max_inflight``) switched on or off."""
+    inflight = InflightLimit(AimdPolicy(max_limit=settings.max_inflight)) if settings.max_inflight else None
     return PolygonClient(base_url, retry=(retry or RetryPolicy()) if settings.backoff else None,
-                         pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, **kw)
+                         pacer=AdaptivePacer(rate_limit_per_s) if settings.pacing else None, inflight=inflight, **kw)
