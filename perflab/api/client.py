@@ -9,7 +9,6 @@ policy so the baseline and the fix run the same code path.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
+import orjson
 import pandas as pd
 from tenacity import Retrying, wait_exponential_jitter
 
@@ -261,7 +261,7 @@ def _aggregates_body(reply: Reply) -> dict:
     """
     where, data = redact(urlsplit(reply.url).path), reply.body
     try:
-        body = json.loads(data)
+        body = orjson.loads(data)
     except ValueError:
         raise errors.MalformedResponseError(f"response from {where} is not JSON", status=reply.status,
                                             body=data[:500].decode(errors="replace")) from None
