@@ -3,11 +3,13 @@ from datetime import date
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import requests
 
-from perflab.simulator import LOCAL_API_KEY
-from perflab.simulator.bars import bars_between, minute_bars
+from perflab.errors import InputError
+from perflab.simulator import LOCAL_API_KEY, SimulatorConfig
+from perflab.simulator.bars import bars_between, daily_bars, minute_bars, ticker_daily_bars
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "polygon" / "aggs_openapi.json"
 AUTH = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
@@ -93,3 +95,37 @@ def test_stats_count_requests(sim):
     before = requests.get(sim.url + "/_stats", timeout=5).json().get("requests", 0)
     get(sim, "/v2/aggs/ticker/AAPL/range/1/day/2024-03-04/2024-03-08")
     assert sim.stats()["requests"] == before + 1
+
+
+def test_daily_bars_are_one_model_for_a_whole_date_and_for_one_ticker():
+    universe = SimulatorConfig(universe_size=3000).universe
+    day = date(2024, 3, 11)
+    market = daily_bars(42, universe, day)
+    assert len(market) == 3000 and len(daily_bars(42, universe, date(2024, 3, 10))) == 0  # a Sunday
+    for i in (0, 1234, 2999):
+        one = ticker_daily_bars(42, universe[i], date(2024, 3, 8), date(2024, 3, 12))  # Fri, Mon, Tue
+        assert len(one) == 3
+        assert all(getattr(one, f)[1] == getattr(market, f)[i] for f in ("t", "o", "h", "l", "c", "v", "vw", "n"))
+    assert (market.h >= np.maximum(market.o, market.c)).all() and (market.l <= np.minimum(market.o, market.c)).all()
+    assert ((market.l <= market.vw) & (market.vw <= market.h)).all() and (market.n > 0).all() and (market.v > 0).all()
+    assert not np.array_equal(daily_bars(43, universe, day).c, market.c), "the seed changes the bars"
+    assert len(np.unique(market.c)) > 2900, "tickers differ"
+
+
+def test_folded_bars_keep_the_volume_weighted_vwap_unrounded():
+    day = date(2024, 3, 4)
+    minutes = minute_bars(7, "MSFT", day)
+    five = bars_between(7, "MSFT", 5, "minute", day, day)
+    first = minutes.t < five.t[0] + 300_000
+    assert five.vw[0] == pytest.approx((minutes.vw[first] * minutes.v[first]).sum() / minutes.v[first].sum(), rel=1e-12)
+    assert (np.round(five.vw, 4) != five.vw).any(), "a fold's vwap is not rounded to 4 decimals"
+    one = bars_between(7, "MSFT", 1, "minute", day, day)
+    assert np.array_equal(one.vw, minutes.vw) and np.array_equal(one.t, minutes.t), "1m bars are the minutes"
+
+
+def test_universe_config_round_trips_and_is_checked():
+    config = SimulatorConfig(universe_size=500, otc_tickers=("ZQOTCF",))
+    assert SimulatorConfig.from_json(config.to_json()) == config
+    assert SimulatorConfig.from_json(config.to_json()).universe == config.universe
+    with pytest.raises(InputError, match="universe_size"):
+        SimulatorConfig(universe_size=-1)
