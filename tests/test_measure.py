@@ -136,3 +136,15 @@ def test_saved_results_follow_the_published_json_schema(tmp_path, clean_db, sim)
     run = run_backfill(Workload.from_preset(get_preset("smoke")), PolygonClient(sim.url), clean_db)
     jsonschema.validate(json.loads(run.save(tmp_path / "r.json").read_text()), schema)
     jsonschema.validate(json.loads(RunSet("s", [run, run]).save(tmp_path / "s.json").read_text()), schema)
+
+
+def test_benchmark_records_are_kept_not_overwritten(tmp_path, monkeypatch):
+    from perflab.measure import benchrecord
+
+    monkeypatch.setattr(benchrecord, "bench_dir", lambda: tmp_path)
+    first = benchrecord.save_bench("demo", {"x": 1.0})
+    second = benchrecord.save_bench("demo", {"x": 2.0})
+    assert first != second and first.exists() and second.exists()
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("demo-*.json"))]
+    assert [r["results"]["x"] for r in records] == [1.0, 2.0]
+    assert all(r["environment"].get("git_commit") is not None or "git_commit" in r["environment"] for r in records)
