@@ -147,4 +147,4 @@ def test_benchmark_records_are_kept_not_overwritten(tmp_path, monkeypatch):
     assert first != second and first.exists() and second.exists()
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("demo-*.json"))]
     assert [r["results"]["x"] for r in records] == [1.0, 2.0]
-    assert all(r["environment"].get("git_commit") is not None or "git_commit" in r["environment"] for r in records)
+    assert all("git_commit" in r["environment"] and r["created_at"] for r in records)
