@@ -1,0 +1,175 @@
+"""The critical path and the what-if replay: on known schedules, then against real runs (a stage made faster for
+real, the prediction checked against the measured wall time)."""
+
+import pytest
+
+from perflab.measure.critical_path import (
+    FREE,
+    WAIT,
+    compare_views,
+    critical_path,
+    replay,
+    views_sentence,
+    what_if,
+    what_if_sentences,
+)
+from perflab.measure.results import JobRecord, RunResult
+from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.measured import measured_backfill
+from perflab.pipeline.presets import get_preset
+from perflab.pipeline.scheduler import Workload
+from perflab.simulator import SimulatorConfig, start_simulator
+
+
+def span(stage, start, end, tid, *jobs, requests=0):
+    return {"stage": stage, "start": start, "end": end, "thread": f"t{tid}", "tid": tid,
+            "jobs": [list(j) for j in jobs], "requests": [[start, end, 200]] * requests}
+
+
+def run(spans, wall, settings=None):
+    jobs = list(dict.fromkeys(tuple(j) for s in spans for j in s["jobs"]))
+    records = [JobRecord(*j, requests=sum(len(s["requests"]) for s in spans if s["jobs"] == [list(j)]))
+               for j in jobs]
+    return RunResult("r", "x", "2024-01-01T00:00:00+00:00", wall, {"workload": {}, "settings": settings or {}}, {},
+                     records, intervals=[(s["stage"], s["start"], s["end"]) for s in spans], spans=spans)
+
+
+A, B, C = ("AAPL", "1h"), ("MSFT", "1h"), ("GOOGL", "1h")
+
+
+def test_a_sequential_run_waits_on_every_stage_and_replays_as_recorded():
+    r = run([span("api", 0.0, 1.0, 1, A), span("db", 1.0, 3.0, 1, A), span("compute", 3.0, 3.5, 1, A),
+             span("api", 3.6, 4.6, 1, B), span("db", 4.6, 6.6, 1, B), span("compute", 6.6, 7.1, 1, B)], wall=7.2)
+    path = critical_path(r)
+    assert len(path.spans) == 6
+    assert path.seconds == pytest.approx({"api": 2.0, "db": 4.0, "compute": 1.0, WAIT: 0.2})
+    assert replay(r) == pytest.approx(7.2)
+    assert replay(r, "db", 2.0) == pytest.approx(7.2 - 2.0)
+    assert replay(r, "api", FREE) == pytest.approx(7.2 - 2.0)
+    assert replay(r, "compute", 4.0) == pytest.approx(7.2 - 0.75)
+
+
+def test_parallel_work_the_wall_clock_did_not_wait_for_is_off_the_path_and_the_views_disagree():
+    # three workers fetch at once (6 s of busy api), one job then writes for 3.5 s: busy says API, the wall waited on DB
+    r = run([span("api", 0.0, 2.0, 1, A), span("db", 2.0, 5.5, 1, A),
+             span("api", 0.0, 2.0, 2, B), span("api", 0.0, 2.0, 3, C)], wall=5.5, settings={"api_workers": 3})
+    path = critical_path(r)
+    assert [(s.stage, s.tid) for s in path.spans] == [("api", 1), ("db", 1)]
+    table = compare_views(r)
+    assert table.attrs == {"busy_path": "A", "critical_path": "B"}
+    assert table.loc["api", "busy share"] == pytest.approx(6 / 9.5)
+    assert table.loc["db", "critical-path share"] == pytest.approx(3.5 / 5.5)
+    assert "disagree" in views_sentence(r)
+    # making the fetches faster shortens the run only by what the path spent in api; the 3 workers stay 3
+    assert replay(r, "api", 2.0) == pytest.approx(4.5)
+    assert replay(r, "db", 2.0) == pytest.approx(3.75)
+
+
+def test_a_group_commit_waits_for_its_hand_overs_and_its_committer():
+    r = run([span("api", 0.0, 1.0, 1, A), span("api", 1.0, 2.0, 1, B),
+             span("compute", 2.0, 2.5, 9, A, B), span("db", 2.5, 4.0, 9, A, B),
+             span("api", 2.0, 3.0, 1, C), span("compute", 4.0, 4.2, 9, C), span("db", 4.2, 5.0, 9, C)],
+            wall=5.0, settings={"group_commit": True})
+    path = critical_path(r)
+    assert [(s.stage, s.jobs) for s in path.spans] == [
+        ("api", (A,)), ("api", (B,)), ("compute", (A, B)), ("db", (A, B)), ("compute", (C,)), ("db", (C,))]
+    # api 2x faster: hand-overs at 0.5 and 1.0, so the committer starts at 1.0 and runs 3.0 s
+    assert replay(r, "api", 2.0) == pytest.approx(4.0)
+    assert replay(r, "db", FREE) == pytest.approx(3.2)  # then C's hand-over at 3.0 is what the committer waits for
+
+
+def test_no_speed_up_beats_the_rate_limit():
+    r = run([span("api", 0.0, 2.0, 1, A, requests=20), span("db", 2.0, 2.5, 1, A)], wall=2.5)
+    assert replay(r, "api", FREE) == pytest.approx(0.5)
+    limited = replay(r, "api", FREE, rate_limit_per_s=10.0, burst=1.0)
+    assert limited == pytest.approx(19 / 10 + 0.5)
+    predictions = what_if(r, rate_limit_per_s=10.0, burst=1.0)
+    by = {(p.stage, p.k): p for p in predictions}
+    # 1 s of fetching at 2x, but the 20th request cannot go before 1.9 s; it then takes its own 0.05 s
+    assert by[("api", 2.0)].wall_seconds == pytest.approx(1.9 + 0.05 + 0.5)
+    assert by[("api", 4.0)].wall_seconds == pytest.approx(1.9 + 0.025 + 0.5)
+    assert by[("api", FREE)].wall_seconds == pytest.approx(limited)
+    assert by[("api", 2.0)].baseline_seconds == pytest.approx(2.5)
+    assert "same 20 requests" in by[("api", 2.0)].note and by[("db", 2.0)].note == ""
+    sentences = what_if_sentences(predictions)
+    assert sentences[1] == "If db were 2x faster the backfill would take 2.25 s (-10%)."
+
+
+def test_a_run_without_spans_is_refused_with_the_reason():
+    old = RunResult("r", "x", "2024-01-01T00:00:00+00:00", 1.0, {"workload": {}}, {}, [], [("api", 0.0, 1.0)])
+    with pytest.raises(ValueError, match="recorded no spans"):
+        critical_path(old)
+
+
+# --- checked against reality: make a stage faster for real and compare the prediction with the measured wall ---
+
+TOLERANCE = 0.15
+SCALE = 0.05  # 25-40 ms per request: the run takes a second or two, most of it writing and computing
+API_SCALE = 0.2  # 100-160 ms per request: the API about half of the run, so halving it is a change to predict
+REPEATS = 3
+
+
+def _workload() -> Workload:
+    smoke = get_preset("smoke")
+    return Workload(("AAPL", "MSFT", "GOOGL"), ("5m", "1h", "1d"), smoke.start, smoke.end)
+
+
+def _median_runs(engine, before: tuple[str, str], after: tuple[str, str]) -> tuple[RunResult, RunResult]:
+    """The median-wall run of each of two (base URL, fixes) configurations, run alternately so a machine that gets
+    busier or quieter meanwhile weighs on both alike."""
+    runs: dict[int, list[RunResult]] = {0: [], 1: []}
+    for _ in range(REPEATS):
+        for side, (url, fixes) in enumerate((before, after)):
+            runs[side].append(measured_backfill(_workload(), FixSet.parse(fixes), engine, preset=get_preset("smoke"),
+                                                base_url=url, store=False, fresh=True))
+    assert all(r.failures == 0 for side in runs.values() for r in side)
+    first, second = (sorted(runs[side], key=lambda r: r.wall_seconds)[REPEATS // 2] for side in (0, 1))
+    return first, second
+
+
+def _check(predicted: float, measured: RunResult, what: str) -> None:
+    error = predicted / measured.wall_seconds - 1
+    print(f"{what}: predicted {predicted:.3f} s, measured {measured.wall_seconds:.3f} s ({error:+.1%})")
+    assert abs(error) <= TOLERANCE, f"{what}: predicted {predicted:.3f} s, measured {measured.wall_seconds:.3f} s"
+
+
+def test_api_twice_as_fast_predicted_from_the_run_matches_a_simulator_at_half_the_latency(clean_db):
+    with start_simulator(SimulatorConfig(time_scale=API_SCALE)) as slow, \
+            start_simulator(SimulatorConfig(time_scale=API_SCALE / 2)) as fast:
+        before, after = _median_runs(clean_db, (slow.url, "none"), (fast.url, "none"))
+    assert before.stage_shares["api"] > 0.2  # the API is a real part of the run, or the check proves nothing
+    _check(replay(before, "api", 2.0), after, "api 2x (simulator latency halved)")
+
+
+@pytest.mark.parametrize(("stage", "fixes"), [("db", "db.copy"), ("compute", "compute.vectorized")])
+def test_a_faster_writer_or_feature_code_predicted_from_its_measured_speed_up(clean_db, stage, fixes):
+    with start_simulator(SimulatorConfig(time_scale=SCALE)) as sim:
+        before, after = _median_runs(clean_db, (sim.url, "none"), (sim.url, fixes))
+    k = before.stage_seconds[stage] / after.stage_seconds[stage]
+    assert k > 1.2, f"{fixes} did not make {stage} faster ({k:.2f}x): nothing to predict"
+    _check(replay(before, stage, k), after, f"{stage} {k:.2f}x ({fixes})")
+
+
+def test_the_studies_and_the_timeline_read_the_same_spans():
+    from perflab.measure.results import RunSet
+    from perflab.report.plots import timeline
+    from perflab.studies import baseline, before_after
+
+    r = run([span("api", 0.0, 2.0, 1, A, requests=20), span("db", 2.0, 5.5, 1, A),
+             span("api", 0.0, 2.0, 2, B), span("api", 0.0, 2.0, 3, C)], wall=5.5, settings={"api_workers": 3})
+    views = baseline.views(r)
+    assert not views.agree and views.table.loc["db", "critical-path s"] == pytest.approx(3.5)
+    standard = get_preset("standard")  # 100 requests/s: 20 requests cannot take less than 0.19 s (10 burst)
+    free_api = next(p for p in baseline.what_if(r, standard).predictions if p.stage == "api" and p.k == FREE)
+    assert free_api.wall_seconds == pytest.approx(0.1 + 3.5)
+    fig = timeline(r)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["t1", "t2", "t3"]
+    outlined = [p for p in ax.patches if not p.get_fill()]
+    assert [(p.get_x(), p.get_width()) for p in outlined] == [(0.0, 2.0), (2.0, 3.5)]  # the critical path
+    slow, fast = (run([span("api", 0.0, w, 1, A)], wall=w) for w in (3.0, 1.0))
+    middle = run([span("api", 0.0, 2.0, 1, A)], wall=2.0)
+    old = RunResult("o", "x", "2024-01-01T00:00:00+00:00", 0.5, {"workload": {}}, {}, [], [("api", 0.0, 0.5)])
+    assert before_after.typical(RunSet("s", [slow, old, fast, middle])) is middle
+    with pytest.raises(ValueError, match="recorded spans"):
+        before_after.typical(RunSet("s", [old]))
