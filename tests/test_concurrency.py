@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from perflab.api.inflight import AimdPolicy, InflightLimit
 from perflab.db.migrate import reset_data
-from perflab.pipeline.dispatch import WORKER_STAGGER_S, Dispatch
+from perflab.pipeline.dispatch import Dispatch
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.simulator import SimulatorConfig, start_simulator
@@ -127,11 +127,8 @@ def test_acquire_waits_for_a_free_slot():
     assert lim.in_flight == 2 and lim.peak_in_flight == 2
 
 
-def test_the_fix_starts_many_unstaggered_workers_and_a_pool_for_them():
-    settings = FixSet.parse("api.parallel,api.concurrency").settings()
-    dispatch = Dispatch.from_settings(settings, time_scale=1.0)
-    assert dispatch.workers == settings.max_inflight == 64 and dispatch.worker_stagger_s == 0.0
-    assert Dispatch.from_settings(FixSet.parse("api.parallel").settings()).worker_stagger_s == WORKER_STAGGER_S
+def test_the_fix_gives_the_client_a_limit_and_a_connection_for_each_request_it_allows():
+    settings = FixSet.parse("api.concurrency").settings()
     client = client_for(settings, "http://127.0.0.1:9")
     try:
         assert client.transport.inflight.policy.max_limit == 64

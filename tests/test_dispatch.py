@@ -16,6 +16,21 @@ def test_from_settings_maps_each_fix():
     assert batch.group_by_timespan and batch.workers == 0 and batch.job_stagger_s == BATCH_STAGGER_S * 0.5
     par = Dispatch.from_settings(FixSet.parse("api.parallel").settings(), time_scale=0.01)
     assert par.workers == 4 and not par.group_by_timespan and par.worker_stagger_s == pytest.approx(0.05)
+    conc = Dispatch.from_settings(FixSet.parse("api.parallel,api.concurrency").settings(), time_scale=1.0)
+    assert conc == Dispatch(workers=64)  # api.concurrency's workers replace api.parallel's, with no staggers
+
+
+def test_concurrency_starts_every_worker_at_once():
+    starts, lock = [], threading.Lock()
+
+    def fn(job):
+        with lock:
+            starts.append(time.perf_counter())
+        time.sleep(0.2)
+        return job
+
+    Dispatch.from_settings(FixSet.parse("api.concurrency").settings(), time_scale=1.0).run(JOBS, fn)
+    assert len(starts) == len(JOBS) and max(starts) - min(starts) < 0.15  # all 12 in flight together
 
 
 def test_groups_by_timespan_in_first_seen_order():
