@@ -202,14 +202,15 @@ class RepeatsNeeded:
             return (f"a {self.effect:.0%} change needs more than {self.max_repeats} repeats per side on this machine "
                     f"(detected {self.power:.0%} of the time at {self.max_repeats}; {basis})")
         return (f"a {self.effect:.0%} change needs {self.repeats} repeats per side on this machine to be detected "
-                f"{self.power:.0%} of the time at a {ALPHA:.0%} false-positive rate ({basis})")
+                f"{self.power:.0%} of the time, before and after runs interleaved ({basis})")
 
 
 def repeats_needed(effect: float, samples: list[float], *, power: float = TARGET_POWER, alpha: float = ALPHA,
                    trials: int = 400, seed: int = 0, max_repeats: int = 64) -> RepeatsNeeded:
     """The smallest n per side whose comparisons detect a change of ``effect`` in at least ``power`` of simulated
     trials: n runs drawn from ``samples`` (this machine's plain runs) against n drawn and scaled by 1 + effect,
-    judged by the same test as ``compare`` (factor floor at half the effect)."""
+    judged by the same test as ``compare`` (factor floor at half the effect). Draws ignore the order of the runs, so
+    the answer holds for interleaved runs; in sequence, drift between the sides adds to it."""
     pool = np.asarray(samples, dtype=float)
     if len(pool) < 2 or effect <= 0:
         raise InputError("repeats needed: give a change above 0 (e.g. 0.05) and calibration with at least 2 runs")
