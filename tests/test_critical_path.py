@@ -173,3 +173,18 @@ def test_the_studies_and_the_timeline_read_the_same_spans():
     assert before_after.typical(RunSet("s", [slow, old, fast, middle])) is middle
     with pytest.raises(ValueError, match="recorded spans"):
         before_after.typical(RunSet("s", [old]))
+
+
+def test_the_report_index_shows_both_views_and_the_timelines_after_the_verdict(tmp_path):
+    from perflab.report.index import timeline_section
+
+    assert timeline_section(tmp_path) == ""  # nothing measured: nothing to show
+    r = run([span("api", 0.0, 2.0, 1, A), span("db", 2.0, 5.5, 1, A),
+             span("api", 0.0, 2.0, 2, B), span("api", 0.0, 2.0, 3, C)], wall=5.5, settings={"api_workers": 3})
+    r.save(tmp_path / "baseline.json")
+    page = timeline_section(tmp_path)
+    assert "picks Path A" in page and "picks Path B" in page and "disagree" in page
+    assert "<td>db</td><td>37%</td><td>3.50s</td><td>64%</td>" in page
+    assert page.count("<img") == 1
+    r.save(tmp_path / "after_all.json")
+    assert timeline_section(tmp_path).count("<img") == 2

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 
 from perflab.measure.compare import compare
 from perflab.measure.criteria import evaluate
+from perflab.measure.critical_path import compare_views, views_sentence
 from perflab.measure.history import history
-from perflab.measure.results import RunSet
+from perflab.measure.results import RunResult, RunSet
 from perflab.measure.verdict import PLAN_RULES, classify
 from perflab.pipeline.presets import PRESETS
 from perflab.redact import redact
-from perflab.report.plots import history_chart, stacked_breakdown, to_png_base64
+from perflab.report.plots import history_chart, stacked_breakdown, timeline, to_png_base64
 
 if TYPE_CHECKING:
     from perflab.report.suite import SuiteRun
@@ -87,6 +88,36 @@ def verdict_section(out_dir: Path) -> str:
     return "".join(out)
 
 
+def _typical(runs: RunSet) -> RunResult | None:
+    """The run with the median wall time among those that recorded spans (None: no run did)."""
+    timed = sorted((r for r in runs.runs if r.spans), key=lambda r: r.wall_seconds)
+    return timed[(len(timed) - 1) // 2] if timed else None
+
+
+def timeline_section(out_dir: Path) -> str:
+    """After the verdict: the busy-share rule beside the critical path, and the timelines of a baseline run and an
+    all-fixes run (who ran what, when; the critical path outlined)."""
+    sets = {"Baseline": _load_set(out_dir, "baseline_runs.json", "baseline.json"),
+            "All fixes": _load_set(out_dir, "after_all.json")}
+    shown = [(name, run) for name, runs in sets.items() if runs is not None and (run := _typical(runs)) is not None]
+    if not shown:
+        return ""
+    base = shown[0][1]
+    table = compare_views(base)
+    rows = "".join(f"<tr><td>{st}</td><td>{_pct(row['busy share'])}</td><td>{row['critical-path s']:.2f}s</td>"
+                   f"<td>{_pct(row['critical-path share'])}</td></tr>" for st, row in table.iterrows())
+    out = [f"<h2>Timeline and critical path</h2><p>{html.escape(views_sentence(base))}</p>"
+           f"<table><tr><th>stage</th><th>busy share</th><th>critical path</th><th>its share</th></tr>{rows}</table>"]
+    for name, run in shown:
+        img = to_png_base64(timeline(run, title=f"{name}: {run.wall_seconds:.2f}s wall, who ran what, when"))
+        out.append(f"<img alt='{name.lower()} timeline' src='data:image/png;base64,{img}'>")
+    return "".join(out)
+
+
+def _pct(value: float) -> str:
+    return "" if value != value else f"{value:.0%}"  # NaN: not a share (the critical path's wait)
+
+
 def history_section(engine, preset: str) -> str:
     runs = history(engine, preset=preset)
     if runs.empty:
@@ -100,7 +131,7 @@ def write_index(suite: SuiteRun, engine=None) -> Path:
     out = suite.out_dir
     parts = [f"<h1>perflab report <small>{html.escape(suite.run_id)}</small></h1>",
              f"<p>Preset <b>{html.escape(suite.preset)}</b>. Every number below was measured in this run.</p>",
-             verdict_section(out)]
+             verdict_section(out), timeline_section(out)]
     heads = _headlines(out)
     items = []
     for nb in suite.notebooks:

@@ -62,6 +62,51 @@ def stacked_breakdown(runs: list[RunSet | RunResult], title: str = "Where the ti
     return fig
 
 
+def timeline(result: RunResult, title: str | None = None, critical: bool = True) -> Figure:
+    """A Gantt of the run: one row per thread that ran stages, each stage interval a bar in its colour over wall
+    time; with ``critical`` the critical path (what the wall clock waited on) is outlined in black."""
+    from perflab.measure.critical_path import critical_path
+
+    if not result.spans:
+        raise ValueError(f"run {result.label} ({result.run_id}) recorded no spans: it has no timeline")
+    rows: dict[int, str] = {}
+    for span in sorted(result.spans, key=lambda s: s["start"]):
+        rows.setdefault(span["tid"], span["thread"])
+    seen: dict[str, int] = {}
+    labels = []
+    for name in rows.values():
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    row = {tid: i for i, tid in enumerate(rows)}
+    height = min(12.0, 0.45 * len(rows) + 1.8)
+    fig, ax = plt.subplots(figsize=(9, height))
+    for stage in STAGES:
+        for tid in rows:
+            bars = [(s["start"], s["end"] - s["start"]) for s in result.spans
+                    if s["stage"] == stage and s["tid"] == tid]
+            if bars:
+                ax.broken_barh(bars, (row[tid] - 0.4, 0.8), facecolors=STAGE_COLORS[stage])
+    if critical:
+        path = critical_path(result)
+        for s in path.spans:
+            ax.add_patch(plt.Rectangle((s.start, row[s.tid] - 0.4), s.seconds, 0.8, fill=False, edgecolor="black",
+                                       linewidth=0.8))
+    ax.set_yticks(range(len(rows)), labels, fontsize="small" if len(rows) <= 24 else "xx-small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(result.wall_seconds, max(s["end"] for s in result.spans)))
+    ax.set_xlabel("seconds since the run started")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLORS[s]) for s in STAGES]
+    names = list(STAGES)
+    if critical:
+        handles.append(plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor="black"))
+        names.append("critical path")
+    ax.set_title(title or f"{result.label}: {result.wall_seconds:.2f}s wall, {len(result.jobs)} jobs, "
+                 f"{len(rows)} thread{'s' if len(rows) > 1 else ''}")
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1))  # room for the legend below
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize="small", frameon=False)
+    return fig
+
+
 def history_chart(runs: pd.DataFrame, title: str = "Every run on this machine") -> Figure:
     """Wall seconds of stored runs in the order they ran (oldest left), one marker colour per label."""
     fig, ax = plt.subplots(figsize=(8, 3))

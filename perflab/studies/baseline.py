@@ -1,16 +1,20 @@
 """Notebook 01: the baseline backfill (no fix), its stage breakdown and its headline numbers.
 
 ``measure_baseline`` runs it and saves it as ``baseline.json`` (notebooks 02 and 06 reuse it from the same
-``out_dir``); ``headline``, ``metrics_table`` and ``server_table`` read what it recorded.
+``out_dir``); ``headline``, ``metrics_table`` and ``server_table`` read what it recorded; ``views`` sets the
+plan's busy shares beside the critical path, and ``what_if`` predicts the wall time with one stage faster.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from perflab.measure import critical_path
 from perflab.measure.results import RunResult
+from perflab.pipeline.presets import Preset
 from perflab.studies.lab import Lab
 
 BASELINE = "baseline"
@@ -40,3 +44,37 @@ def metrics_table(run: RunResult) -> pd.DataFrame:
 def server_table(run: RunResult) -> pd.DataFrame:
     """What the simulator counted serving ``run`` (its own view, beside the client's)."""
     return pd.Series(run.server_stats, dtype="float64").to_frame("simulator")
+
+
+@dataclass
+class Views:
+    """The plan's busy shares beside the critical path's, per stage, and the sentence saying whether they agree."""
+
+    table: pd.DataFrame
+    sentence: str
+
+    @property
+    def agree(self) -> bool:
+        return self.table.attrs["busy_path"] == self.table.attrs["critical_path"]
+
+
+def views(run: RunResult) -> Views:
+    """Busy-share rule and critical path side by side for ``run`` (see :mod:`perflab.measure.critical_path`)."""
+    return Views(critical_path.compare_views(run), critical_path.views_sentence(run))
+
+
+@dataclass
+class WhatIf:
+    """Predicted wall seconds per stage and speed-up, and one sentence per stage for ``k`` = 2."""
+
+    table: pd.DataFrame
+    sentences: list[str]
+    predictions: list[critical_path.Prediction]
+
+
+def what_if(run: RunResult, preset: Preset) -> WhatIf:
+    """Replay ``run`` with each stage 1.5x, 2x, 4x faster and free, through ``preset``'s rate limit."""
+    config = preset.simulator_config()
+    predictions = critical_path.what_if(run, config.rate_limit_per_s, config.burst)
+    return WhatIf(critical_path.what_if_table(predictions), critical_path.what_if_sentences(predictions),
+                  predictions)

@@ -1,7 +1,8 @@
 """Notebook 06: the baseline, the chosen path's fixes one at a time, then all fixes, judged against the plan.
 
 ``measure_baseline`` repeats the baseline and lets the plan's rules pick the path; ``progression_runs``
-repeats that path's cumulative fixes and then every fix; ``headline`` gives the report index its numbers.
+repeats that path's cumulative fixes and then every fix; ``headline`` gives the report index its numbers;
+``typical`` picks the run of a set whose timeline stands for it.
 Each configuration runs ``preset.repeats`` times (runs already in ``out_dir``, notebook 01's baseline
 among them, count toward that).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from perflab.measure.compare import Comparison
-from perflab.measure.results import RunSet
+from perflab.measure.results import RunResult, RunSet
 from perflab.measure.verdict import Verdict, classify
 from perflab.pipeline.fixes import progression
 from perflab.studies.lab import Lab
@@ -41,3 +42,12 @@ def headline(verdict: Verdict, comparison: Comparison, criteria: pd.DataFrame) -
         "verdict": f"Path {verdict.path}", "baseline s": comparison.total.before, "all fixes s": comparison.total.after,
         "speedup": f"{comparison.total.speedup:.1f}x", "criteria passed": f"{int(passed.sum())}/{len(passed)}",
     }
+
+
+def typical(runs: RunSet) -> RunResult:
+    """The run of ``runs`` with the median wall time among those that recorded spans (a timeline to show for the
+    set); a ValueError when none did (all saved before spans were kept)."""
+    timed = sorted((r for r in runs.runs if r.spans), key=lambda r: r.wall_seconds)
+    if not timed:
+        raise ValueError(f"no run of {runs.label} recorded spans: re-run it to get its timeline")
+    return timed[(len(timed) - 1) // 2]
