@@ -18,6 +18,7 @@ Targets: all fixes >= 50x faster than the baseline, and within 1.5x of the floor
     .venv/bin/python benchmarks/bench_plan.py                 # the full plan, real time (the baseline: minutes)
     .venv/bin/python benchmarks/bench_plan.py --quick         # 3 symbols x 1 week, latency scaled 0.05: a check
     .venv/bin/python benchmarks/bench_plan.py --ablate        # also all minus each fix, and all minus the harmful
+    .venv/bin/python benchmarks/bench_plan.py --preset standard   # the same comparison on another preset
 """
 
 from __future__ import annotations
@@ -65,13 +66,14 @@ class Floor:
         return max(terms, key=terms.get)
 
 
-def plan_preset(quick: bool) -> Preset:
-    """The ``plan`` preset, or with ``quick`` a small slice of it with latency scaled so it runs in seconds."""
-    preset = get_preset("plan")
+def plan_preset(quick: bool, name: str = "plan") -> Preset:
+    """The ``plan`` preset (or another by ``name``), or with ``quick`` a small slice of it with latency scaled down so
+    it runs in seconds."""
+    preset = get_preset(name)
     if not quick:
         return preset
-    return preset.with_overrides(symbols=preset.symbols[: QUICK["symbols"]], end=QUICK["end"],
-                                 time_scale=QUICK["time_scale"])
+    return preset.with_overrides(symbols=preset.symbols[: QUICK["symbols"]], end=min(preset.end, QUICK["end"]),
+                                 time_scale=min(preset.time_scale, QUICK["time_scale"]))
 
 
 def longest_chain(run: RunResult) -> tuple[float, str, int]:
@@ -107,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['symbols']} symbols x 2024-03-04..{QUICK['end']}, time_scale "
                              f"{QUICK['time_scale']}: checks the harness in seconds (targets are the full plan's)")
+    parser.add_argument("--preset", default="plan",
+                        help="another preset through the same comparison (e.g. standard, to set beside the plan)")
     parser.add_argument("--ablate", action="store_true", help="also run all minus each fix, and all minus the harmful")
     parser.add_argument("--harm-margin", type=float, default=0.10,
                         help="a fix is harmful when all without it is faster by more than this fraction")
     args = parser.parse_args(argv)
 
-    preset = plan_preset(args.quick)
-    name = "plan_quick" if args.quick else "plan"
+    preset = plan_preset(args.quick, args.preset)
+    name = ("plan" if args.preset == "plan" else f"plan_{args.preset}") + ("_quick" if args.quick else "")
     print(f"preset {preset.name}{' (quick)' if args.quick else ''}: {len(preset.symbols)} symbols x "
           f"{', '.join(preset.timeframes)} x {preset.start}..{preset.end}, time_scale {preset.time_scale:g}; "
           f"{preset.compression_note}", flush=True)
@@ -152,7 +156,11 @@ def report(name: str, args: argparse.Namespace, preset: Preset, baseline: RunRes
     print(f"all fixes vs the floor: {closeness:.2f}x the floor (target <= {FLOOR_TARGET:g}x) -> "
           f"{'PASS' if closeness <= FLOOR_TARGET else 'FAIL'}; the best any pipeline could do is "
           f"{baseline.wall_seconds / floor.seconds:.0f}x")
-    checks = {"speedup": speedup >= SPEEDUP_TARGET, "within_floor": closeness <= FLOOR_TARGET}
+    checks = {"speedup": speedup >= SPEEDUP_TARGET, "within_floor": closeness <= FLOOR_TARGET,
+              "no_failed_jobs": not (baseline.failures or after.failures)}
+    for run in (baseline, after):
+        for line in run.failure_summary():
+            print(f"{run.label}: {line}")
     missed = [k for k, ok in checks.items() if not ok]
     print("targets " + ("met" if not missed else f"NOT met: {', '.join(missed)}"), flush=True)
     results = {
@@ -163,6 +171,7 @@ def report(name: str, args: argparse.Namespace, preset: Preset, baseline: RunRes
         "stage_seconds": {"baseline": baseline.stage_seconds, "after": after.stage_seconds},
         "requests": {"baseline": baseline.requests, "after": after.requests},
         "rows": {"baseline": baseline.rows_written, "after": after.rows_written},
+        "failed_jobs": {"baseline": baseline.failures, "after": after.failures},
         "checks": checks,
     }
     samples = {"after_job_latency_sums_s": [sum(j.latencies) for j in after.jobs],
