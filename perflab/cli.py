@@ -61,12 +61,25 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if fixes.rollout < 1 and fixes.run_wide():
         print(f"rollout {fixes.rollout:g} cannot split {', '.join(fixes.run_wide())}: every symbol gets them",
               file=sys.stderr)
+    if args.cluster is not None:  # said before a simulator or a cluster starts
+        from perflab.pipeline.cluster import check_cluster, check_fixes
+
+        check_cluster(args.cluster)
+        check_fixes(fixes)
     with ExitStack() as stack:
         base_url = args.base_url
         if args.simulator:
             base_url = stack.enter_context(start_simulator(preset.simulator_config())).url
-        result = measured_backfill(workload, fixes, preset=preset, base_url=base_url, label=args.label,
-                                   progress=sys.stderr.isatty(), fresh=args.fresh, trace=args.trace)
+        if args.cluster is not None:
+            from perflab.pipeline.cluster import measured_cluster_backfill
+
+            result = measured_cluster_backfill(workload, fixes, preset=preset, base_url=base_url,
+                                               cluster=args.cluster, n_workers=args.cluster_workers,
+                                               label=args.label, progress=sys.stderr.isatty(), fresh=args.fresh,
+                                               trace=args.trace)
+        else:
+            result = measured_backfill(workload, fixes, preset=preset, base_url=base_url, label=args.label,
+                                       progress=sys.stderr.isatty(), fresh=args.fresh, trace=args.trace)
     print(result.breakdown().to_string(float_format=lambda x: f"{x:.3f}"))
     print(json.dumps({k: result.metrics()[k] for k in ("wall_seconds", "rows_written", "requests", "failures")}))
     if args.out:
@@ -201,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction of symbols (stable hash) that get the per-symbol fixes")
     bf.add_argument("--trace", metavar="FILE", help="write the run's timeline as Chrome trace-event JSON here "
                     "(open it in ui.perfetto.dev or chrome://tracing)")
+    bf.add_argument("--cluster", metavar="local|tcp://HOST:PORT",
+                    help="run the jobs as tasks on a dask cluster: 'local' starts worker processes for the run, an "
+                    "address joins a running scheduler (needs the cluster extra: pip install 'perflab[cluster]')")
+    bf.add_argument("--cluster-workers", type=int, default=2, metavar="N",
+                    help="worker processes of --cluster local (default 2)")
 
     cmp = sub.add_parser("compare", help="before/after deltas with medians, spread and significance")
     cmp.add_argument("before", nargs="?", help="run result or run set JSON")
