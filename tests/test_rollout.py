@@ -31,6 +31,7 @@ EVIDENCE: dict[str, tuple[Observe, object, object]] = {
     "db.group_commit": (lambda j: j.code_path["writer"], "group_commit", "orm_row"),
     "compute.vectorized": (lambda j: j.code_path["features"], "vectorized", "loop"),
     "db.retry": (lambda j: j.code_path["db_retry"], True, False),
+    "db.stream": (lambda j: j.code_path["window_days"], 833, None),  # 1h: windows of 833 days, or none
 }
 
 

@@ -6,6 +6,10 @@ bars, features and coverage in one transaction. Round trips and per-call overhea
 instead of per job, and the database work overlaps the fetching instead of holding a worker.
 A group that fails is recorded as the error of each of its jobs; the run goes on.
 
+With ``db.stream`` a job hands over one window of days at a time, with the last bars of the window before
+(``history``: its features read them; they are not written again), and waits while the committer's backlog is
+over ``MAX_BACKLOG_ROWS`` bars, so fetching cannot run ahead of the database by more than that.
+
 Only jobs whose symbol is in the rollout are handed over (the others write their own, on the baseline path),
 so the committer computes and writes with the in-rollout settings: its feature implementation, binary COPY
 whatever the ``writer`` setting, and ``db.retry`` as the run has it.
@@ -31,17 +35,28 @@ from perflab.redact import describe_error
 
 MAX_GROUP_ROWS = 50_000
 """Bars in one group at most: a bigger backlog is committed in several transactions."""
+MAX_BACKLOG_ROWS = 2 * MAX_GROUP_ROWS
+"""``db.stream``: bars handed over and not yet committed at most, before a handing-over job waits."""
+RECORD_LOCK = threading.Lock()
+"""Guards the job records that a streaming job and the committer threads both add to."""
 COMMIT_THREADS = 2
 """Committers: two keep pace with four fetching workers on the 2-core lab machine (one did not)."""
 
 
 @dataclass
 class Handover:
-    """One job's fetched bars, the day ranges they complete, and the record to fill in once stored."""
+    """One job's fetched bars (or one window of them), the day ranges they complete, the record to fill in once
+    stored, and the bars just before them that their features read (``db.stream``; not written)."""
 
     record: JobRecord
     bars: pd.DataFrame
     ranges: list[tuple[date, date]]
+    history: pd.DataFrame | None = None
+
+    @property
+    def held(self) -> int:
+        """Bars this hand-over keeps in memory until it is committed."""
+        return len(self.bars) + (0 if self.history is None else len(self.history))
 
 
 class GroupCommitter:
@@ -52,9 +67,12 @@ class GroupCommitter:
     """
 
     def __init__(self, engine: Engine, timer: StageTimer, feature_impl: str, db_retry: bool = False,
-                 threads: int = COMMIT_THREADS) -> None:
+                 threads: int = COMMIT_THREADS, max_backlog_rows: int | None = None) -> None:
         self.engine, self.timer, self.feature_impl, self.db_retry = engine, timer, feature_impl, db_retry
+        self.max_backlog_rows = max_backlog_rows
         self._queue: queue.Queue[Handover | None] = queue.Queue()
+        self._room = threading.Condition()
+        self._backlog = 0
         self._threads = [threading.Thread(target=self._loop, name=f"group-commit-{k}", daemon=True)
                          for k in range(threads)]
 
@@ -64,7 +82,17 @@ class GroupCommitter:
         return self
 
     def hand_over(self, item: Handover) -> None:
+        """Queue ``item``; with ``max_backlog_rows``, first wait until the backlog has room for it (or is empty)."""
+        with self._room:
+            while self.max_backlog_rows and self._backlog and self._backlog + item.held > self.max_backlog_rows:
+                self._room.wait()
+            self._backlog += item.held
         self._queue.put(item)
+
+    def _release(self, items: list[Handover]) -> None:
+        with self._room:
+            self._backlog -= sum(i.held for i in items)
+            self._room.notify_all()
 
     def close(self) -> None:
         """Store everything handed over, then stop the threads (one end marker each)."""
@@ -87,6 +115,7 @@ class GroupCommitter:
                 rows += len(item.bars)
             if items:
                 self._commit(items)
+                self._release(items)
 
     def _commit(self, items: list[Handover]) -> None:
         timer = self.timer.child(jobs=[(i.record.symbol, i.record.timeframe) for i in items])
@@ -97,18 +126,24 @@ class GroupCommitter:
         try:
             with timer.stage("compute"):
                 bars = [i.bars if in_order(i.bars) else prepare(i.bars) for i in items]
-                features = compute_panel(bars, self.feature_impl)
+                inputs = [b if i.history is None or not len(i.history) else pd.concat([i.history, b], ignore_index=True)
+                          for i, b in zip(items, bars)]
+                features = [f.iloc[len(x) - len(b):].reset_index(drop=True) if len(x) > len(b) else f
+                            for f, x, b in zip(compute_panel(inputs, self.feature_impl), inputs, bars)]
             writes = [SeriesWrite(i.record.symbol, i.record.timeframe, b, f, i.ranges)
                       for i, b, f in zip(items, bars, features)]
             with timer.stage("db"):
                 db.run(lambda: write_group(self.engine, writes))
-            for item, b, f in zip(items, bars, features):
-                item.record.rows, item.record.feature_rows = len(b), len(f)
+            with RECORD_LOCK:
+                for item, b, f in zip(items, bars, features):
+                    item.record.rows += len(b)
+                    item.record.feature_rows += len(f)
         except Exception as exc:  # every job of the group failed alike; the run reports its success rate
             for item in items:
                 item.record.error = describe_error(exc)
-        items[0].record.retries += db.retries
-        _share_out(items, timer.busy())
+        with RECORD_LOCK:
+            items[0].record.retries += db.retries
+            _share_out(items, timer.busy())
         self.timer.intervals.extend(timer.intervals)
 
 

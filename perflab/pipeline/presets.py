@@ -1,7 +1,9 @@
 """Workload presets: which symbols, timeframes and dates a run backfills, and how the simulator behaves.
 
 ``smoke`` is tiny (CI, first open of a notebook); ``standard`` is the plan's 25 symbols x 5 timeframes
-scaled so the whole notebook suite runs in minutes; ``plan`` replays the plan's scale in real time.
+scaled so the whole notebook suite runs in minutes; ``plan`` replays the plan's scale in real time;
+``large`` is the plan's jobs over a whole year (~7.2 million bars, the volume benchmark) and ``large_month``
+the same shape over one month (tests, and the benchmark's month-vs-year memory comparison).
 A preset that scales latency says so: :attr:`Preset.compression_note` names what was compressed and what was not,
 and :meth:`Preset.full_scale_api` estimates the API's share had nothing been compressed.
 """
@@ -134,6 +136,17 @@ PRESETS: dict[str, Preset] = {
             "plan", SYMBOLS_25, TIMEFRAMES_5, date(2024, 3, 4), date(2024, 3, 29),
             time_scale=1.0, repeats=1,
             description="the plan's own scale: 25 x 5 jobs, about a month, 2-4 s per symbol/timeframe",
+        ),
+        Preset(
+            "large", SYMBOLS_25, TIMEFRAMES_5, date(2023, 1, 1), date(2023, 12, 31),
+            time_scale=0.0025, repeats=1,
+            description="volume: the plan's 25 x 5 jobs (1m to 1d bars) over all of 2023, ~7.2 million bars, "
+                        "API latency compressed 400x",
+        ),
+        Preset(
+            "large_month", SYMBOLS_25, TIMEFRAMES_5, date(2023, 1, 1), date(2023, 1, 31),
+            time_scale=0.0025, repeats=1,
+            description="the large preset's shape over January 2023 (~600,000 bars), API latency compressed 400x",
         ),
     )
 }

@@ -6,21 +6,23 @@ run goes on, except for a rejected API key, which stops the run at once (nothing
 
 from __future__ import annotations
 
+import ctypes
 import re
+import sys
 import time
 import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import TqdmWarning
 
-from perflab.api.client import AggregatesSource, FetchResult
+from perflab.api.client import AggregatesSource, FetchResult, empty_bars
 from perflab.api.errors import AuthError
-from perflab.db.coverage import missing_ranges_many
+from perflab.db.coverage import missing_ranges, missing_ranges_many, stored_bars
 from perflab.db.feature_store import write_features
 from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.outage import DbRetry
@@ -28,13 +30,14 @@ from perflab.db.pool import connection_meter
 from perflab.db.writers import Writer, get_writer
 from perflab.errors import InputError, PerflabError
 from perflab.features import compute_features
+from perflab.features.definitions import DEFAULT_WINDOWS, FeatureWindows
 from perflab.measure.environment import collect_environment
 from perflab.measure.resources import ResourceSampler
 from perflab.measure.results import JobRecord, RunResult
 from perflab.measure.timing import StageTimer
-from perflab.pipeline.committer import GroupCommitter, Handover
+from perflab.pipeline.committer import MAX_BACKLOG_ROWS, RECORD_LOCK, GroupCommitter, Handover
 from perflab.pipeline.dispatch import Dispatch
-from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.fixes import FixSet, PipelineSettings
 from perflab.pipeline.presets import Preset, check_range, parse_date
 from perflab.pipeline.resume import Ranges, feature_input, fetch_missing, mark_done
 from perflab.redact import describe_error
@@ -107,24 +110,29 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: Aggregates
              fixes: FixSet, timer: StageTimer, committer: GroupCommitter | None = None,
              missing: dict | None = None) -> JobRecord:
     """One job with its symbol's settings: fetch, then hand the bars over to the committer, or write bars, compute
-    and write features and mark the days done itself. A symbol outside the rollout runs the baseline path of every
-    per-symbol fix (its own writes, not the committer's). ``record.code_path`` says what it ran."""
+    and write features and mark the days done itself; with ``db.stream`` the same, one window of days at a time.
+    A symbol outside the rollout runs the baseline path of every per-symbol fix (its own writes, not the
+    committer's). ``record.code_path`` says what it ran."""
     settings = fixes.settings(symbol)
     record = JobRecord(symbol, timeframe)
     db = DbRetry(engine, enabled=settings.db_retry)
     job = _Job(workload, parse_timeframe(timeframe), engine, record, db, timer.child(job=(symbol, timeframe)))
     handover = None
+    ranges = (missing or {}).get((symbol, timeframe))
+    group = committer if settings.group_commit else None
     try:
-        fetched, todo = job.fetch(client, settings.page_limit, settings.missing_only,
-                                  (missing or {}).get((symbol, timeframe)))
-        if settings.group_commit and committer is not None and job.whole(todo):  # features need no read-back
-            handover = Handover(record, fetched.bars, todo or [])
+        if settings.stream:
+            job.stream(client, settings, group, ranges)
         else:
-            writer = get_writer(settings.writer)
-            record.code_path.update(writer=writer.name, batch_size=settings.batch_size, features=settings.feature_impl,
-                                    db_retry=db.enabled)
-            bars = job.store_bars(fetched.bars, todo, writer, settings.batch_size, skip_stored=settings.missing_only)
-            job.store_features(bars, todo, settings.feature_impl)
+            record.code_path.update(window_days=None)
+            fetched, todo = job.fetch(client, settings.page_limit, settings.missing_only, ranges)
+            if group is not None and job.whole(todo):  # features need no read-back
+                handover = Handover(record, fetched.bars, todo or [])
+            else:
+                writer = job.writer(settings)
+                bars = job.store_bars(fetched.bars, todo, writer, settings.batch_size,
+                                      skip_stored=settings.missing_only)
+                job.store_features(bars, todo, settings.feature_impl)
     except AuthError:
         raise
     except Exception as exc:  # a failed job is recorded, not fatal: the run reports its success rate
@@ -133,6 +141,68 @@ def _run_job(symbol: str, timeframe: str, workload: Workload, client: Aggregates
     if handover is not None:
         committer.hand_over(handover)  # after finish: from then on the committer adds to the record
     return record
+
+
+WINDOW_BARS = 20_000
+"""``db.stream``: a window holds at most this many bars (a 24-hour market's; a stock's extended session ~60%)."""
+_BARS_PER_DAY = {"second": 86_400, "minute": 1_440, "hour": 24}
+
+
+def window_days(tf: Timeframe, window_bars: int = WINDOW_BARS) -> int:
+    """Days per window for ``tf``: as many as hold at most ``window_bars`` bars on a market open all day
+    (1m: 13 days, 5m: 69, 15m: 208, 1h: 833; a year of daily bars is one window)."""
+    per_day = -(-_BARS_PER_DAY.get(tf.timespan, 1) // tf.multiplier)
+    return max(1, window_bars // per_day)
+
+
+def day_windows(start: date, end: date, days: int) -> list[tuple[date, date]]:
+    """[start, end] cut into consecutive ranges of ``days`` days (the last one shorter), oldest first."""
+    out, first = [], start
+    while first <= end:
+        last = min(end, first + timedelta(days=days - 1))
+        out.append((first, last))
+        first = last + timedelta(days=1)
+    return out
+
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 256 * 1024
+ARENA_MAX = 2
+
+
+def hand_back_freed_memory() -> bool:
+    """Make glibc return a freed window's memory to the system (``db.stream``): blocks of 256 KiB and more (numpy
+    arrays, JSON bodies) always get their own mapping, unmapped when freed, instead of glibc raising that threshold
+    and keeping them in per-thread heaps; and 2 arenas, not 8 per core, for the worker and committer threads.
+    Without it four streamed months of the large preset peaked at 399 MB, not 273. Process-wide; False where it
+    does not apply."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_ARENA_MAX, ARENA_MAX))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def history_bars(windows: FeatureWindows = DEFAULT_WINDOWS) -> int:
+    """Bars before a bar that its features read: ``vol_regime`` ranks ``regime`` values of ``vol_short``, each a
+    window of returns that reaches one close further back (109 with the default windows)."""
+    w = windows
+    return max(w.regime - 1 + w.vol_short, w.vol_long, w.range, w.trend, w.efficiency)
+
+
+def with_history(history: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
+    """``history`` (the bars just before) followed by ``bars``: what the features of ``bars`` are computed from."""
+    return pd.concat([history, bars], ignore_index=True) if len(history) else bars
+
+
+def features_after(frame: pd.DataFrame, skip: int, impl: str) -> pd.DataFrame:
+    """The features of ``frame`` without the first ``skip`` rows (history carried over from the window before)."""
+    if len(frame) <= skip:
+        return pd.DataFrame()
+    features = compute_features(frame, impl)
+    return features.iloc[skip:].reset_index(drop=True) if skip else features
 
 
 @dataclass
@@ -150,6 +220,13 @@ class _Job:
     def symbol(self) -> str:
         return self.record.symbol
 
+    def writer(self, settings: PipelineSettings) -> Writer:
+        """The job's own writer (not the committer's), noted in its code path."""
+        writer = get_writer(settings.writer)
+        self.record.code_path.update(writer=writer.name, batch_size=settings.batch_size,
+                                     features=settings.feature_impl, db_retry=self.db.enabled)
+        return writer
+
     def fetch(self, client: AggregatesSource, page_limit: int, missing_only: bool,
               ranges: Ranges | None) -> tuple[FetchResult, Ranges | None]:
         """The job's bars: the whole range, or (``missing_only``) the days not stored yet, with those day ranges."""
@@ -164,6 +241,13 @@ class _Job:
                                                       limit=page_limit, stats=self.record), None
         return fetched, todo
 
+    def fetch_window(self, client: AggregatesSource, first: date, last: date, page_limit: int) -> pd.DataFrame:
+        """The bars of one window of days (sorted, one per time, as the client returns them)."""
+        tf = self.tf
+        with self.timer.stage("api"):
+            return client.get_aggregates(self.symbol, tf.multiplier, tf.timespan, first, last, limit=page_limit,
+                                         stats=self.record).bars
+
     def whole(self, todo: Ranges | None) -> bool:
         """Whether the fetch covered the workload's whole range (its bars are all the features need)."""
         return todo is None or todo == [(self.workload.start, self.workload.end)]
@@ -174,25 +258,85 @@ class _Job:
         (``todo``) every stored bar of the range (rolling windows need them)."""
         w = self.workload
         with self.timer.stage("db"):
-            self.record.rows = self.db.write_bars(writer, self.symbol, self.record.timeframe, bars, batch_size,
-                                                  skip_stored=skip_stored)
+            self.record.rows += self.db.write_bars(writer, self.symbol, self.record.timeframe, bars, batch_size,
+                                                   skip_stored=skip_stored)
             return bars if todo is None else self.db.run(
                 lambda: feature_input(self.engine, self.symbol, self.tf, w.start, w.end, todo))
 
-    def store_features(self, bars: pd.DataFrame, todo: Ranges | None, impl: str) -> None:
-        """Compute the features of ``bars`` and write them, then mark the fetched day ranges done (the last step)."""
+    def store_features(self, bars: pd.DataFrame, todo: Ranges | None, impl: str,
+                       history: pd.DataFrame | None = None) -> None:
+        """Compute the features of ``bars`` (after ``history``, the bars before them) and write them, then mark the
+        fetched day ranges done (the last step)."""
+        skip = 0 if history is None else len(history)
         with self.timer.stage("compute"):
-            features = compute_features(bars, impl) if len(bars) else pd.DataFrame()
+            features = features_after(bars if history is None else with_history(history, bars), skip, impl)
         with self.timer.stage("db"):
-            self.record.feature_rows = self.db.run(
+            self.record.feature_rows += self.db.run(
                 lambda: write_features(self.engine, self.symbol, self.record.timeframe, features))
             if todo:
                 self.db.run(lambda: mark_done(self.engine, self.symbol, self.tf, todo))
 
+    def stream(self, client: AggregatesSource, settings: PipelineSettings, committer: GroupCommitter | None,
+               ranges: Ranges | None) -> None:
+        """``db.stream``: the job in windows of days, each fetched, written and turned into features before the
+        next is fetched, so a job holds one window (plus the history its features need), whatever its range."""
+        w, tf = self.workload, self.tf
+        days = window_days(tf)
+        self.record.code_path.update(page_limit=settings.page_limit, missing_only=settings.missing_only,
+                                     window_days=days)
+        todo = None
+        if settings.missing_only:
+            with self.timer.stage("db"):
+                todo = ranges if ranges is not None else self.db.run(
+                    lambda: missing_ranges(self.engine, self.symbol, tf.name, w.start, w.end))
+        if self.whole(todo):
+            self._stream_whole(client, settings, committer, days, coverage=todo is not None)
+        elif todo:
+            self._stream_resume(client, settings, todo, days)
+
+    def _stream_whole(self, client: AggregatesSource, settings: PipelineSettings, committer: GroupCommitter | None,
+                      days: int, *, coverage: bool) -> None:
+        """Every window of the range: features from its bars after the last ``history_bars()`` of the window
+        before (so they equal the whole range's), the window's days recorded done with it (``coverage``)."""
+        w, keep = self.workload, history_bars()
+        writer = None if committer is not None else self.writer(settings)
+        history = empty_bars()
+        for first, last in day_windows(w.start, w.end, days):
+            bars = self.fetch_window(client, first, last, settings.page_limit)
+            done = [(first, last)] if coverage else []
+            if committer is not None:
+                committer.hand_over(Handover(self.record, bars, done, history))
+            else:
+                self.store_bars(bars, None, writer, settings.batch_size, skip_stored=settings.missing_only)
+                self.store_features(bars, done, settings.feature_impl, history)
+            history = with_history(history, bars).iloc[-keep:].reset_index(drop=True)
+
+    def _stream_resume(self, client: AggregatesSource, settings: PipelineSettings, todo: Ranges, days: int) -> None:
+        """Part of the range stored already: write the missing days' bars window by window, then recompute the
+        features of the whole range from the stored bars window by window (bars after a gap change theirs),
+        then mark the fetched days done, last, as the unstreamed resume does."""
+        w, keep = self.workload, history_bars()
+        writer = self.writer(settings)
+        for first, last in todo:
+            for a, b in day_windows(first, last, days):
+                bars = self.fetch_window(client, a, b, settings.page_limit)
+                self.store_bars(bars, None, writer, settings.batch_size, skip_stored=True)
+        history = empty_bars()
+        for a, b in day_windows(w.start, w.end, days):
+            with self.timer.stage("db"):
+                bars = self.db.run(lambda: stored_bars(self.engine, self.symbol, self.tf.name, a, b))  # noqa: B023
+            self.store_features(bars, None, settings.feature_impl, history)
+            history = with_history(history, bars).iloc[-keep:].reset_index(drop=True)
+        with self.timer.stage("db"):
+            self.db.run(lambda: mark_done(self.engine, self.symbol, self.tf, todo))
+
     def finish(self, run_timer: StageTimer) -> None:
-        """Close the record: the DB retries and stage seconds of this job, its intervals added to the run's."""
-        self.record.retries += self.db.retries
-        self.record.stages = self.timer.busy()
+        """Close the record: the DB retries and stage seconds of this job added to it (committer threads may be
+        adding theirs), its intervals added to the run's."""
+        with RECORD_LOCK:
+            self.record.retries += self.db.retries
+            for stage, seconds in self.timer.busy().items():
+                self.record.stages[stage] = self.record.stages.get(stage, 0.0) + seconds
         run_timer.intervals.extend(self.timer.intervals)
 
 
@@ -208,6 +352,8 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
     settings = fixes.settings()
     apply_schema(engine)
     set_indexes(engine, settings.indexes)
+    if settings.stream:
+        hand_back_freed_memory()
     started_at = datetime.now(UTC).isoformat()
     timer = StageTimer(enabled=instrument)
     jobs = workload.jobs()
@@ -219,7 +365,8 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
         with timer.stage("db"):
             missing = DbRetry(engine, enabled=settings.db_retry).run(
                 lambda: missing_ranges_many(engine, rolled_out, workload.start, workload.end))
-    committer = (GroupCommitter(engine, timer, settings.feature_impl, settings.db_retry).start()
+    committer = (GroupCommitter(engine, timer, settings.feature_impl, settings.db_retry,
+                                max_backlog_rows=MAX_BACKLOG_ROWS if settings.stream else None).start()
                  if settings.group_commit else None)  # run-wide settings: the in-rollout jobs' own
 
     def one(job: tuple[str, str]) -> JobRecord:
