@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -50,6 +51,8 @@ class FakeLab:
 
     out_dir: Path
     asked: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    preset: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(repeats=2))
 
     def backfill(self, fixes: str, label: str) -> RunResult:
         self.asked.append((fixes, label))
@@ -58,11 +61,12 @@ class FakeLab:
     def save(self, result: RunResult, name: str) -> Path:
         return result.save(self.out_dir / f"{name}.json")
 
-    def repeat(self, fixes: str | FixSet, label: str) -> RunSet:
+    def repeat(self, fixes: str | FixSet, label: str, n: int | None = None) -> RunSet:
         spec = fixes if isinstance(fixes, str) else fixes.spec
         self.asked.append((spec, label))
+        self.counts[label] = n or self.preset.repeats
         api = 8.0 if spec == "none" else 2.0
-        return RunSet(label, [fake_run(api, 1.0, 1.0, label=label), fake_run(api + 1, 1.0, 1.0, label=label)])
+        return RunSet(label, [fake_run(api + i, 1.0, 1.0, label=label) for i in range(n or self.preset.repeats)])
 
 
 def test_measure_baseline_runs_no_fix_and_saves_baseline_json(tmp_path):
@@ -123,6 +127,8 @@ def test_before_after_runs_the_verdicts_progression_then_all_fixes(tmp_path):
     assert lab.asked == [("none", "baseline"), *[(s, f"path A: {s}") for s in specs], ("all", "all fixes")]
     assert [s.label for s in steps][-1] == "all fixes" and len(steps) == len(specs) + 1
     assert RunSet.load(tmp_path / "after_all.json").label == "all fixes"
+    assert lab.counts["baseline"] == lab.counts["all fixes"] == 4, "enough runs for the rank test to call a change"
+    assert all(lab.counts[f"path A: {s}"] == 2 for s in specs), "the progression steps keep the preset's repeats"
 
 
 def test_before_after_headline():

@@ -59,6 +59,11 @@ def repeats_for(n_before: int, alpha: float = ALPHA, alternative: Alternative = 
     return None
 
 
+def decisive_repeats(alpha: float = ALPHA, alternative: Alternative = "two-sided") -> int:
+    """The fewest runs a side with which the test can call a change at all (4 for two-sided 5%)."""
+    return next(n for n in range(1, 100) if enough_repeats(n, n, alpha, alternative))
+
+
 def mann_whitney(before: np.ndarray | list[float], after: np.ndarray | list[float],
                  alternative: Alternative = "two-sided") -> float:
     """p-value of the Mann-Whitney U test that ``after`` differs from (``"slower"``: is larger than) ``before``."""
@@ -187,7 +192,7 @@ class Comparison:
         if enough_repeats(self.n_before, self.n_after, self.alpha, self.alternative):
             return None
         best = smallest_p(self.n_before, self.n_after, self.alternative)
-        balanced = next(n for n in range(1, 100) if enough_repeats(n, n, self.alpha, self.alternative))
+        balanced = decisive_repeats(self.alpha, self.alternative)
         need = repeats_for(self.n_before, self.alpha, self.alternative)
         more = f" (or {need} against these {self.n_before})" if need and need < balanced else ""
         return (f"not enough repeats: {self.n_before} vs {self.n_after} runs cannot show a change at the "

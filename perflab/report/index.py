@@ -71,7 +71,7 @@ def verdict_section(out_dir: Path) -> str:
     if after is not None:
         total = compare(baseline, after, force=True).total
         crit = evaluate(baseline, after)["passed"].dropna()
-        sig = "" if total.significant else " <b>(not significant)</b>"
+        sig = "" if total.significant else f" <b>({total.verdict})</b>"
         out.append(f"<p class='big'>{total.before:.2f}s → {total.after:.2f}s: <b>{total.improvement:.0%} less time"
                    f" ({total.speedup:.1f}x)</b>{sig} with all fixes · criteria passed: "
                    f"<b>{int(crit.sum())}/{len(crit)}</b></p>")

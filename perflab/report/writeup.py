@@ -51,14 +51,15 @@ def write_results(path: Path, *, preset: str, verdict: Verdict, progression: pd.
     passed = criteria["passed"].dropna()
     text = f"""# Phase 3 performance results ({preset} preset)
 
-All numbers were measured in one perflab run; medians over repeated runs, spread as min-max.
+All numbers were measured in one perflab run; medians over repeated runs, spread as min-max; a change is called
+only when a Mann-Whitney rank test says so at the 5% level and it is at least 5% (docs/runbook.md).
 
 ## Bottleneck
 {verdict}
 
 ## Before / after
 Baseline {total.before:.2f}s -> all fixes {total.after:.2f}s: {total.improvement:.1%} less time
-({total.speedup:.1f}x), {"significant" if total.significant else "NOT significant (inside the noise)"}.
+({total.speedup:.1f}x): {total.verdict} ({comparison.n_before} vs {comparison.n_after} runs).
 Stage rows are busy seconds, summed over parallel workers (so they can grow while the run shrinks);
 the `(wall)` rows split the wall clock among the stages active at each instant and add up to it.
 

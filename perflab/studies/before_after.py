@@ -4,14 +4,15 @@
 repeats that path's cumulative fixes and then every fix; ``headline`` gives the report index its numbers;
 ``typical`` picks the run of a set whose timeline stands for it.
 Each configuration runs ``preset.repeats`` times (runs already in ``out_dir``, notebook 01's baseline
-among them, count toward that).
+among them, count toward that); the baseline and all fixes at least as many times as the significance test
+needs to call a change at all (``decisive_repeats``: 4), since the headline compares those two.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from perflab.measure.compare import Comparison
+from perflab.measure.compare import Comparison, decisive_repeats
 from perflab.measure.results import RunResult, RunSet
 from perflab.measure.verdict import Verdict, classify
 from perflab.pipeline.fixes import progression
@@ -20,7 +21,7 @@ from perflab.studies.lab import Lab
 
 def measure_baseline(lab: Lab) -> tuple[RunSet, Verdict]:
     """The repeated baseline (saved as ``baseline_runs.json``) and the path the plan's rules pick from it."""
-    baseline = lab.repeat("none", "baseline")
+    baseline = lab.repeat("none", "baseline", n=max(lab.preset.repeats, decisive_repeats()))
     baseline.save(lab.out_dir / "baseline_runs.json")
     return baseline, classify(baseline)
 
@@ -29,7 +30,7 @@ def progression_runs(lab: Lab, path: str) -> list[RunSet]:
     """``path``'s fix 1, fixes 1-2, ... (the plan's Expected Progression, cumulative), then all fixes last
     (saved as ``after_all.json``), each repeated."""
     steps = [lab.repeat(fixes, f"path {path}: {fixes.spec}") for fixes in progression(path)]
-    steps.append(lab.repeat("all", "all fixes"))
+    steps.append(lab.repeat("all", "all fixes", n=max(lab.preset.repeats, decisive_repeats())))
     steps[-1].save(lab.out_dir / "after_all.json")
     return steps
 
