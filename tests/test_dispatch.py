@@ -18,6 +18,8 @@ def test_from_settings_maps_each_fix():
     assert par.workers == 4 and not par.group_by_timespan and par.worker_stagger_s == pytest.approx(0.05)
     conc = Dispatch.from_settings(FixSet.parse("api.parallel,api.concurrency").settings(), time_scale=1.0)
     assert conc == Dispatch(workers=64)  # api.concurrency's workers replace api.parallel's, with no staggers
+    every = Dispatch.from_settings(FixSet.parse("api.batch,api.parallel,api.concurrency").settings(), time_scale=1.0)
+    assert every == Dispatch(workers=64), "and api.batch's serial groups and staggers: the adaptive limit paces"
 
 
 def test_concurrency_starts_every_worker_at_once():
