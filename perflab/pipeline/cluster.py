@@ -228,8 +228,8 @@ def run_backfill_cluster(workload: Workload, fixes: FixSet | None = None, engine
         wall = time.perf_counter() - origin
         server = stats_delta(before, fetch_stats(config.base_url), wall)
         reports = client.run(_worker_report)
-    finally:
-        client.run(close_worker_state)
+        client.run(close_worker_state)  # after an error, a local cluster ends with its workers; a remote worker
+    finally:                            # closes the old state when the next run's config differs
         if local is not None:
             client.close()
             local.close()
