@@ -17,7 +17,9 @@ whatever the ``writer`` setting, and ``db.retry`` as the run has it.
 
 from __future__ import annotations
 
+import ctypes
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import date
@@ -57,6 +59,16 @@ class Handover:
     def held(self) -> int:
         """Bars this hand-over keeps in memory until it is committed."""
         return len(self.bars) + (0 if self.history is None else len(self.history))
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages inside glibc's heaps back to the system (``malloc_trim``): after a streamed group, so
+    the pages its frames used do not stay counted as resident; nothing where there is no glibc."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 class GroupCommitter:
@@ -116,6 +128,8 @@ class GroupCommitter:
             if items:
                 self._commit(items)
                 self._release(items)
+                if self.max_backlog_rows:
+                    trim_freed_memory()
 
     def _commit(self, items: list[Handover]) -> None:
         timer = self.timer.child(jobs=[(i.record.symbol, i.record.timeframe) for i in items])
