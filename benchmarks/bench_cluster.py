@@ -29,11 +29,11 @@ from datetime import date, timedelta
 import psutil
 import sqlalchemy as sa
 
-from perflab.api.client import PolygonClient
-from perflab.db.engine import get_engine
+from perflab.db.engine import drop_database, get_engine, scratch_database
 from perflab.db.migrate import apply_schema
 from perflab.db.rate_bucket import SharedPacer, drop_bucket
 from perflab.measure.benchrecord import save_bench
+from perflab.measure.load import paced_load
 from perflab.measure.results import RunResult
 from perflab.pipeline.cluster import run_backfill_cluster
 from perflab.pipeline.fixes import FixSet, client_for
@@ -50,19 +50,6 @@ FIXES = FixSet.parse("all,-db.group_commit,-compute.parallel")
 SCALING = 1.4  # a doubling of workers that gains less than this has stopped scaling
 CHECKSUM = ("SELECT count(*), count(DISTINCT (symbol, timeframe, time)), round(sum(close)::numeric, 6), "
             "(SELECT count(*) FROM quant_features) FROM market_data")
-
-
-def scratch_database(admin: sa.Engine) -> str:
-    """The URL of an empty database of this benchmark's own on the configured server."""
-    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
-    return admin.url.set(database=DATABASE).render_as_string(hide_password=False)
-
-
-def drop_database(admin: sa.Engine) -> None:
-    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def empty(engine: sa.Engine) -> None:
@@ -113,38 +100,6 @@ def limits(f: dict, cores: int) -> list[str]:
     return out
 
 
-def _hammer(engine_url: str, base_url: str, bucket: str, start_at: float, seconds: float, threads: int) -> dict:
-    """In one worker process: ``threads`` request loops through the process's pacer on the shared bucket."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from perflab.api.errors import RateLimitError
-
-    pacer = SharedPacer(get_engine(engine_url), bucket, LIMIT_PER_S)
-    client = PolygonClient(base_url, pacer=pacer)
-    late = time.time() - start_at
-    stop = start_at + seconds
-
-    def loop(_: int) -> tuple[int, int]:
-        ok = limited = 0
-        time.sleep(max(0.0, start_at - time.time()))
-        while time.time() < stop:
-            try:
-                client.get_aggregates("AAPL", 1, "day", date(2024, 3, 4), date(2024, 3, 4))
-                ok += 1
-            except RateLimitError:
-                limited += 1
-        return ok, limited
-
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            counts = list(pool.map(loop, range(threads)))
-    finally:
-        client.close()
-        pacer.close()
-    return {"ok": sum(c[0] for c in counts), "limited": sum(c[1] for c in counts), "takes": pacer.takes,
-            "take_s": pacer.take_seconds, "late_s": late}
-
-
 def _connect(url: str) -> None:
     """Import what a request needs and open this process's pool, so the timed part measures requests."""
     import perflab.api.client  # noqa: F401
@@ -178,8 +133,8 @@ def global_limit(engine: sa.Engine, url: str) -> dict:
         workers = list(client.scheduler_info()["workers"])
         client.run(_connect, url)  # imports and a pool in every worker before the clock starts
         start_at = time.time() + 3.0
-        out = client.gather([client.submit(_hammer, url, sim.url, "bench:limit", start_at, LIMIT_SECONDS, 4,
-                                           workers=[w], pure=False) for w in workers])
+        out = client.gather([client.submit(paced_load, url, sim.url, "bench:limit", LIMIT_PER_S, start_at,
+                                           LIMIT_SECONDS, 4, workers=[w], pure=False) for w in workers])
     drop_bucket(engine, "bench:limit")
     ok, limited = sum(o["ok"] for o in out), sum(o["limited"] for o in out)
     return {"requests_per_s": ok / LIMIT_SECONDS, "share_of_limit": ok / LIMIT_SECONDS / LIMIT_PER_S,
@@ -197,7 +152,7 @@ def main() -> int:
     cores = psutil.cpu_count() or 1
 
     admin = get_engine()
-    url = scratch_database(admin)
+    url = scratch_database(admin, DATABASE)
     engine = get_engine(url)
     runs: dict[str, dict] = {}
     sums: dict[str, tuple] = {}
@@ -225,7 +180,7 @@ def main() -> int:
         limit = global_limit(engine, url)
     finally:
         engine.dispose()
-        drop_database(admin)
+        drop_database(admin, DATABASE)
 
     print(f"\nworkload: {len(workload.symbols)} symbols x {','.join(workload.timeframes)} x {args.days} days "
           f"({len(workload.jobs())} jobs), fixes {FIXES.spec}; simulator limited to {LIMIT_PER_S:g} requests/s, "

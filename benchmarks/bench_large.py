@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from perflab.db.engine import get_engine
+from perflab.db.engine import drop_database, get_engine, scratch_database
 from perflab.db.writers import COLUMNS
 from perflab.measure.benchrecord import save_bench
 from perflab.pipeline.presets import get_preset
@@ -125,19 +125,6 @@ def psql_copy_stored(engine: sa.Engine, folder: Path) -> tuple[int, float]:
     return stored, seconds
 
 
-def scratch_database(admin: sa.Engine) -> str:
-    """The URL of an empty database of this benchmark's own on the configured server."""
-    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
-    return admin.url.set(database=DATABASE).render_as_string(hide_password=False)
-
-
-def drop_database(admin: sa.Engine) -> None:
-    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=12, help="the long run covers the first N months of 2023")
@@ -152,7 +139,7 @@ def main() -> int:
         parser.error("--months must be 2 to 12")
 
     admin = get_engine()
-    url = scratch_database(admin)
+    url = scratch_database(admin, DATABASE)
     engine = get_engine(url)
     try:
         start = date(2023, 1, 1)
@@ -166,7 +153,7 @@ def main() -> int:
             copied, copy_s = psql_copy_stored(engine, Path(tmp))
     finally:
         engine.dispose()
-        drop_database(admin)
+        drop_database(admin, DATABASE)
 
     copy_rate = copied / copy_s
     ratio = long.rows_per_s / copy_rate

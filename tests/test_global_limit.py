@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date
 
 import pytest
 
 from perflab.db.rate_bucket import SharedPacer, drop_bucket
+from perflab.measure.load import paced_load
 
 
 def _pacers(engine, name: str, n: int, rate: float, waits: list[float]) -> list[SharedPacer]:
@@ -51,43 +51,6 @@ def test_a_429_slows_and_holds_every_pacer_of_the_bucket(engine):
         b.close()
 
 
-def _hammer(engine_url: str, base_url: str, bucket: str, rate: float, start_at: float, seconds: float,
-            threads: int = 4) -> dict:
-    """In one worker process: ``threads`` loops of one request after another through the process's pacer on the
-    shared bucket, from ``start_at`` (epoch) for ``seconds``; what came back. (Several loops per process, so the
-    offered load stays far above the limit even on a busy machine, where one request costs tens of ms of CPU.)"""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from perflab.api.client import PolygonClient
-    from perflab.api.errors import RateLimitError
-    from perflab.db.engine import get_engine
-
-    pacer = SharedPacer(get_engine(engine_url), bucket, rate)
-    client = PolygonClient(base_url, pacer=pacer)
-    late = time.time() - start_at
-    stop = start_at + seconds
-
-    def loop(_: int) -> tuple[int, int]:
-        ok = limited = 0
-        time.sleep(max(0.0, start_at - time.time()))
-        while time.time() < stop:
-            try:
-                client.get_aggregates("AAPL", 1, "day", date(2024, 3, 4), date(2024, 3, 4))
-                ok += 1
-            except RateLimitError:
-                limited += 1
-        return ok, limited
-
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            counts = list(pool.map(loop, range(threads)))
-    finally:
-        client.close()
-        pacer.close()
-    return {"ok": sum(c[0] for c in counts), "limited": sum(c[1] for c in counts), "takes": pacer.takes,
-            "take_s": pacer.take_seconds, "late_s": late}
-
-
 def _warm_up() -> None:
     """Import what a request needs, so the timed part measures requests, not imports (slow on a busy machine)."""
     import perflab.api.client  # noqa: F401
@@ -111,7 +74,7 @@ def test_four_worker_processes_reach_the_limit_with_few_429s(engine):
         workers = list(client.scheduler_info()["workers"])
         client.run(_warm_up)
         start_at = time.time() + 3.0  # every worker set up and its task started before the clock starts
-        futures = [client.submit(_hammer, url, sim.url, "test:cluster", rate, start_at, seconds, workers=[w],
+        futures = [client.submit(paced_load, url, sim.url, "test:cluster", rate, start_at, seconds, workers=[w],
                                  pure=False) for w in workers]
         out = client.gather(futures)
     ok, limited = sum(o["ok"] for o in out), sum(o["limited"] for o in out)

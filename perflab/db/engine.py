@@ -14,7 +14,8 @@ from perflab.errors import DatabaseUnavailableError, InputError
 from perflab.redact import redact
 
 __all__ = ["DATABASE_URL_ENV", "DRIVER_ENV", "HOME_ENV", "PROJECT_ROOT", "database_url", "driver_engine",
-           "get_engine", "normalize_url", "perflab_home", "server_info", "with_driver"]
+           "drop_database", "get_engine", "normalize_url", "perflab_home", "scratch_database", "server_info",
+           "with_driver"]
 
 DRIVER_ENV = "PERFLAB_DB_DRIVER"
 DRIVERS = ("psycopg", "psycopg2")
@@ -98,3 +99,17 @@ def server_info(engine: Engine) -> dict:
         timescale = conn.execute(sa.text(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'")).scalar()
     return {"server_version": version, "settings": settings, "timescaledb": timescale}
+
+
+def scratch_database(admin: Engine, name: str) -> str:
+    """A new, empty database ``name`` on ``admin``'s server (dropped first if it exists); its URL."""
+    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    return admin.url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    """Drop database ``name`` on ``admin``'s server, closing its connections."""
+    with sa.create_engine(admin.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool).connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
