@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from perflab.errors import PerflabError
 from perflab.measure.results import RunResult, RunSet
 from perflab.measure.timing import STAGES
+from perflab.pipeline.fixes import FixSet
 
 STAGE_COLORS = {"api": "#4C72B0", "db": "#DD8452", "compute": "#55A868", "idle": "#BBBBBB"}
 
@@ -107,18 +109,42 @@ def timeline(result: RunResult, title: str | None = None, critical: bool = True)
     return fig
 
 
+HISTORY_SERIES = {"baseline": ("o", "#C44E52"), "all fixes": ("s", "#55A868"), "other fixes": ("^", "#4C72B0")}
+"""How the history chart tells configurations apart: marker and colour per kind of run."""
+
+
+def history_kind(fixes: str | None) -> str:
+    """Which series of the history chart a run with fixes spec ``fixes`` belongs to."""
+    if fixes in (None, "", "none"):
+        return "baseline"
+    try:
+        all_fixes = FixSet.parse(fixes).names == FixSet.parse("all").names
+    except PerflabError:
+        return "other fixes"
+    return "all fixes" if all_fixes else "other fixes"
+
+
 def history_chart(runs: pd.DataFrame, title: str = "Every run on this machine") -> Figure:
-    """Wall seconds of stored runs in the order they ran (oldest left), one marker colour per label."""
-    fig, ax = plt.subplots(figsize=(8, 3))
-    order = pd.Series(range(1, len(runs) + 1), index=runs.index)
-    for label, group in runs.groupby("label", sort=False):
-        ax.plot(order[group.index], group["wall_seconds"], "o", label=label, alpha=0.8)
-    ax.set_xlabel(f"run, oldest to newest ({runs['started_at'].min():%Y-%m-%d} to {runs['started_at'].max():%Y-%m-%d})")
+    """Wall seconds of stored runs over time: baselines (no fix), all fixes and other configurations as three marked
+    series in a legend that counts runs and presets, so a fixed run is never read as a baseline."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    kinds = runs["fixes"].map(history_kind)
+    when = pd.to_datetime(runs["started_at"], utc=True)
+    for kind, (marker, color) in HISTORY_SERIES.items():
+        group = runs[kinds == kind]
+        if group.empty:
+            continue
+        presets = ", ".join(sorted({str(p) for p in group["preset"].dropna()})) or "no preset"
+        specs = group["fixes"].nunique()
+        what = f"{specs} configuration{'s' if specs > 1 else ''}, " if kind == "other fixes" else ""
+        ax.plot(when[group.index], group["wall_seconds"], marker, color=color, alpha=0.8,
+                label=f"{kind} ({what}{len(group)} run{'s' if len(group) > 1 else ''}; preset {presets})")
+    ax.set_xlabel(f"run started ({when.min():%Y-%m-%d} to {when.max():%Y-%m-%d}, UTC)")
     ax.set_ylabel("wall seconds")
     ax.set_yscale("log")
     ax.set_title(title)
-    if runs["label"].nunique() <= 12:
-        ax.legend(fontsize="x-small", ncol=2)
+    ax.legend(fontsize="x-small", loc="best")
+    fig.autofmt_xdate()
     fig.tight_layout()
     return fig
 

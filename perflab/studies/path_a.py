@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 
 from perflab.api.client import AggregatesSource
 from perflab.api.errors import AuthError, PolygonError
-from perflab.measure.results import RequestStats
+from perflab.measure.results import RequestStats, RunResult
+from perflab.measure.timing import STAGES
 from perflab.pipeline.dispatch import Dispatch, Job
 from perflab.pipeline.fixes import FixSet, client_for
 from perflab.studies.lab import Lab
@@ -191,3 +192,47 @@ def steps_figure(table: pd.DataFrame, title: str = "Path A, step by step") -> Fi
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+STEP_COLUMNS = {"api_wall_s": "api s", "api_wall_spread_s": "api spread s", "requests": "requests",
+                "requests_per_s": "req/s", "served_per_s": "served req/s", "rate_limited_429": "429s (client)",
+                "server_429": "429s (server)", "retries": "retries", "failed_jobs": "failed jobs",
+                "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms"}
+"""The step table's columns as notebook 03 shows them, with units."""
+
+STEP_FORMATS = {"api s": "{:.2f}", "api spread s": "{:.2f}", "requests": "{:.0f}", "req/s": "{:.1f}",
+                "served req/s": "{:.1f}", "429s (client)": "{:.0f}", "429s (server)": "{:.0f}", "retries": "{:.0f}",
+                "failed jobs": "{:.0f}", "p50 ms": "{:.1f}", "p95 ms": "{:.1f}"}
+
+
+def steps_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarise`'s table with unit-named columns (``api s``, ``req/s``, ``p95 ms``), for display."""
+    return table[list(STEP_COLUMNS)].rename(columns=STEP_COLUMNS)
+
+
+BACKFILL_FORMATS = {"wall s": "{:.2f}", "api busy s": "{:.2f}", "db busy s": "{:.2f}", "compute busy s": "{:.3f}",
+                    "requests": "{:,.0f}", "failures": "{:,.0f}", "rows": "{:,.0f}", "wall x baseline": "{:.2f}x"}
+"""How notebook 03 displays :func:`backfill_table`."""
+
+
+def backfill_table(baseline: RunResult, fixed: RunResult) -> pd.DataFrame:
+    """Baseline and the all-Path-A backfill side by side (one row each): wall and busy seconds per stage, requests,
+    failures, rows, and the wall time as a ratio to the baseline's."""
+    rows = {r.label: {"wall s": r.wall_seconds, **{f"{k} busy s": r.stage_seconds.get(k, 0.0) for k in STAGES},
+                      "requests": r.requests, "failures": r.failures, "rows": r.rows_written,
+                      "wall x baseline": r.wall_seconds / baseline.wall_seconds}
+            for r in (baseline, fixed)}
+    return pd.DataFrame(rows).T
+
+
+def headline(table: pd.DataFrame, baseline: RunResult, fixed: RunResult) -> dict:
+    """Notebook 03's published numbers: the API seconds of the first and last steps of :func:`summarise`'s table,
+    the last step's requests/s and 429s, and the whole backfill's wall time as a ratio to the baseline's."""
+    first, last = STEPS[0].label, STEPS[-1].label
+    return {
+        "API s baseline": round(float(table.loc[first, "api_wall_s"]), 2),
+        "API s all Path A": round(float(table.loc[last, "api_wall_s"]), 2),
+        "req/s all Path A": round(float(table.loc[last, "requests_per_s"]), 1),
+        "429s all Path A": int(table.loc[last, "server_429"]),
+        "wall x (backfill)": round(fixed.wall_seconds / baseline.wall_seconds, 2),
+    }

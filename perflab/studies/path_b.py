@@ -325,3 +325,53 @@ def fix_progression(steps: Sequence[RunSet], baseline: RunSet) -> pd.DataFrame:
     table = pd.DataFrame(rows).set_index("fixes")
     table["db speed-up"] = table["db s (median)"].iloc[0] / table["db s (median)"]
     return table
+
+
+WRITER_FORMATS = {"median_s": "{:.3f}", "min_s": "{:.3f}", "max_s": "{:.3f}", "rows_per_s": "{:,.0f}",
+                  "rewrite_rows_per_s": "{:,.0f}", "x psql_copy": "{:.2f}x", "x orm_row": "{:,.0f}x"}
+"""How notebook 04 displays :func:`writer_table`: seconds to the millisecond, rates whole, ratios as ``1.5x``."""
+
+PROGRESS_FORMATS = {"db s (median)": "{:.3f}", "min": "{:.3f}", "max": "{:.3f}", "db rows/s": "{:,.0f}",
+                    "wall s": "{:.2f}", "db speed-up": "{:.1f}x", "peak connections": "{:.0f}"}
+"""How notebook 04 displays :func:`fix_progression`."""
+
+
+def writer_table(writers: pd.DataFrame, reference: Timing, slowest: str = "orm_row") -> pd.DataFrame:
+    """The strategies' table with the ``psql \\copy`` reference as a row and each strategy's rows/s as a ratio to
+    the reference (``x psql_copy``) and to ``slowest`` (``x orm_row``): the yardsticks the notebook judges by."""
+    table = writers.copy()
+    table.loc["psql \\copy"] = reference.row()
+    table["x psql_copy"] = table["rows_per_s"] / reference.rows_per_s
+    table["x orm_row"] = table["rows_per_s"] / table.loc[slowest, "rows_per_s"]
+    return table
+
+
+def headline(writers: pd.DataFrame, progress: pd.DataFrame, sweeps: Sequence[BatchSweep], *, plan_steps: int,
+             default_writer: str) -> dict:
+    """Notebook 04's published numbers: COPY's rate and ratios (from :func:`writer_table`), the db speed-up after
+    the plan's ``plan_steps`` fixes and after copy + group commit (rows of :func:`fix_progression`, baseline
+    first), the copy_binary sweep's best size and the peak of connections."""
+    copy = writers.loc["copy_binary"]
+    best = {s.writer: s.best for s in sweeps}
+    return {
+        "default writer": default_writer,
+        "copy_binary rows/s": f"{copy['rows_per_s']:,.0f}",
+        "copy_binary x psql_copy": f"{copy['x psql_copy']:.2f}",
+        "copy_binary x orm_row": f"{copy['x orm_row']:,.0f}x",
+        "path B db speed-up": f"{progress['db speed-up'].iloc[plan_steps]:.1f}x",
+        "copy + group commit db speed-up": f"{progress['db speed-up'].iloc[-1]:.1f}x",
+        "sweep best (copy_binary)": best["copy_binary"],
+        "peak connections": int(progress["peak connections"].max()),
+    }
+
+
+def index_ratios(study: IndexStudy) -> pd.DataFrame:
+    """Insert rows/s per index configuration (rows) and writer (columns) relative to the first configuration."""
+    inserts = index_rates(study)
+    return inserts / inserts.iloc[0]
+
+
+def index_rates(study: IndexStudy) -> pd.DataFrame:
+    """Median insert rows/s per index configuration (rows, in study order) and writer (columns)."""
+    order = list(dict.fromkeys(study.inserts["indexes"]))
+    return study.inserts.pivot(index="indexes", columns="writer", values="rows_per_s").loc[order]

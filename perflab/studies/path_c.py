@@ -16,11 +16,15 @@ from datetime import date, timedelta
 from functools import partial
 from typing import TypeVar
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from perflab.features import compute_panel, parallel
 from perflab.features.equality import compare_panels
+from perflab.measure.results import RunSet
+from perflab.measure.timing import STAGES
 from perflab.pipeline.presets import SYMBOLS_25, TIMEFRAMES_5
 from perflab.simulator.bars import day_bars
 from perflab.simulator.config import SimulatorConfig
@@ -186,3 +190,56 @@ def compare_implementations(panel: Panel, loop_symbols: int, repeats: int = 3) -
     table["speedup_vs_loop"] = loop_timing.seconds / loop_timing.bars / (table["seconds"] / table["bars"])
     facts["samples"] = {f"{t.impl}/{t.panel}": t.samples for t in timings}
     return table, facts
+
+
+IMPLEMENTATION_FORMATS = {"seconds": "{:.4f}", "min": "{:.4f}", "max": "{:.4f}", "ms_per_symbol": "{:.2f}",
+                          "us_per_bar": "{:.2f}", "speedup_vs_loop": "{:,.0f}x"}
+"""How notebook 05 displays :func:`compare_implementations`'s table: seconds to 0.1 ms, speed-ups as ``200x``."""
+
+STAGE_FORMATS = {"api s": "{:.2f}", "db s": "{:.2f}", "compute s": "{:.3f}", "compute spread s": "{:.3f}",
+                 "compute vs loop": "{:.1f}x"}
+"""How notebook 05 displays :func:`backfill_stages`."""
+
+
+def implementation_chart(table: pd.DataFrame, plan_ms: float = 1000.0, target_ms: float = 10.0) -> Figure:
+    """Milliseconds per symbol of each (implementation, panel) row, log scale, against the plan's and issue's marks."""
+    per_symbol = table.assign(run=table["impl"] + " / " + table["panel"]).set_index("run")["ms_per_symbol"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.barh(per_symbol.index, per_symbol.to_numpy(), color="#4C72B0")
+    ax.set_xscale("log")
+    ax.axvline(plan_ms, ls=":", c="k", label=f"plan: {plan_ms / 1000:g} s")
+    ax.axvline(target_ms, ls="--", c="r", label=f"issue: {target_ms:g} ms")
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per symbol (log scale, median of repeats)")
+    ax.set_title("ms per symbol")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def backfill_stages(sets: dict[str, RunSet], reference: str = "loop") -> pd.DataFrame:
+    """Median seconds per stage of each configuration's runs, the compute stage's min-max spread, and how many
+    times faster its compute stage is than ``reference``'s."""
+    rows = {name: {**{f"{st} s": s.median(st) for st in STAGES},
+                   "compute spread s": s.spread("compute")[1] - s.spread("compute")[0]} for name, s in sets.items()}
+    stages = pd.DataFrame(rows).T
+    stages["compute vs loop"] = stages.loc[reference, "compute s"] / stages["compute s"]
+    return stages
+
+
+def headline(table: pd.DataFrame, facts: dict, stages: pd.DataFrame) -> dict:
+    """Notebook 05's published numbers, from :func:`compare_implementations` (full-panel rows) and
+    :func:`backfill_stages`."""
+    full = table[table["panel"] == "full"].set_index("impl")
+    return {
+        "vectorized vs loop (per bar)": f"{full.loc['vectorized', 'speedup_vs_loop']:.0f}x",
+        "vectorized ms/symbol": round(float(full.loc["vectorized", "ms_per_symbol"]), 2),
+        "pool vs vectorized": f"{full.loc['vectorized', 'seconds'] / full.loc[FORCED_POOL, 'seconds']:.2f}x",
+        "backfill compute stage": f"{stages.loc['vectorized', 'compute vs loop']:.0f}x faster",
+        "max rel error vs loop": f"{facts['max_rel_error_vs_loop']:.0e}",
+    }
+
+
+def facts_table(facts: dict) -> pd.DataFrame:
+    """The facts of :func:`compare_implementations` but the raw samples, one value per row."""
+    return pd.Series({k: v for k, v in facts.items() if k != "samples"}, dtype=object).to_frame("value")
