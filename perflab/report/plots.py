@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from perflab.errors import PerflabError
 from perflab.measure.results import RunResult, RunSet
@@ -142,6 +143,8 @@ def history_chart(runs: pd.DataFrame, title: str = "Every run on this machine") 
     ax.set_xlabel(f"run started ({when.min():%Y-%m-%d} to {when.max():%Y-%m-%d}, UTC)")
     ax.set_ylabel("wall seconds")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.set_title(title)
     ax.legend(fontsize="x-small", loc="best")
     fig.autofmt_xdate()
