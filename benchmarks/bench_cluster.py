@@ -46,7 +46,7 @@ WORKERS = (1, 2, 4)
 LIMIT_PER_S = 100.0
 LIMIT_SHARE, MAX_429 = 0.9, 5
 LIMIT_SECONDS = 4.0
-FIXES = FixSet.parse("all,-db.group_commit,-compute.parallel")
+FIXES = FixSet.parse("all,-db.group_commit,-compute.parallel,-api.grouped_daily,-api.derived_timeframes")
 SCALING = 1.4  # a doubling of workers that gains less than this has stopped scaling
 CHECKSUM = ("SELECT count(*), count(DISTINCT (symbol, timeframe, time)), round(sum(close)::numeric, 6), "
             "(SELECT count(*) FROM quant_features) FROM market_data")

@@ -17,7 +17,7 @@ from perflab.pipeline.cluster import check_cluster, run_backfill_cluster
 from perflab.pipeline.fixes import FixSet
 from perflab.pipeline.scheduler import Workload, run_backfill
 
-FIXES = FixSet.parse("all,-db.group_commit,-compute.parallel")
+FIXES = FixSet.parse("all,-db.group_commit,-compute.parallel,-api.grouped_daily,-api.derived_timeframes")
 WORKLOAD = Workload(("AAPL", "MSFT", "NVDA"), ("5m", "1h", "1d"), date(2024, 3, 4), date(2024, 3, 6))
 
 
@@ -97,7 +97,7 @@ def test_resume_and_rollout_hold_on_the_cluster(clean_db, sim, dask_client):
 
 
 def test_fixes_a_cluster_cannot_run_are_refused_by_name(capsys):
-    for name in ("db.group_commit", "compute.parallel"):
+    for name in ("db.group_commit", "compute.parallel", "api.grouped_daily", "api.derived_timeframes"):
         with pytest.raises(InputError, match=name.replace(".", r"\.") + " is not supported on a cluster"):
             run_backfill_cluster(WORKLOAD, FixSet.parse(name), cluster="local")
     with pytest.raises(InputError, match="neither 'local' nor a scheduler address"):

@@ -14,9 +14,10 @@ measured it; its thread is named ``<worker>/<thread>`` and each job's record nam
 them.
 
 With ``api.pacing`` and a known rate limit, every worker paces from one token bucket in PostgreSQL
-(:class:`perflab.db.rate_bucket.SharedPacer`), so the limit holds for the whole cluster. Two fixes do not fit a
-cluster and are refused by name: ``db.group_commit`` (a committer thread in one process writing many jobs' rows) and
-``compute.parallel`` (a process pool inside each worker process; the workers are the parallelism).
+(:class:`perflab.db.rate_bucket.SharedPacer`), so the limit holds for the whole cluster. Four fixes do not fit a
+cluster and are refused by name: ``db.group_commit`` (a committer thread in one process writing many jobs' rows),
+``compute.parallel`` (a process pool inside each worker process; the workers are the parallelism), and
+``api.grouped_daily`` and ``api.derived_timeframes`` (fetches shared by the jobs of one process).
 ``distributed`` is imported here only, when a cluster backfill runs (it costs ~0.7 s to import).
 """
 
@@ -60,6 +61,10 @@ LOCAL = "local"
 UNSUPPORTED = {
     "db.group_commit": "its committer thread writes many jobs' rows in one process, and a cluster's jobs run in "
                        "many: drop it (--fixes all,-db.group_commit), each job then writes its own rows",
+    "api.grouped_daily": "its grouped daily bars are fetched once and shared by the run's jobs in one process, and a "
+                         "cluster's jobs run in many: drop it (--fixes all,-api.grouped_daily)",
+    "api.derived_timeframes": "a symbol's 1m bars are fetched once and shared by its jobs in one process, and a "
+                              "cluster's jobs run in many: drop it (--fixes all,-api.derived_timeframes)",
     "compute.parallel": "it starts a process pool inside each worker process, and the workers already are the "
                         "parallelism: use compute.vectorized instead (--fixes all,-compute.parallel)",
 }

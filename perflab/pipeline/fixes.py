@@ -41,6 +41,8 @@ class PipelineSettings:
     breaker: bool = False
     db_retry: bool = False
     stream: bool = False
+    grouped_daily: bool = False  # api.grouped_daily: the run's 1d bars from one grouped request per weekday
+    derived_timeframes: bool = False  # api.derived_timeframes: intraday bars folded from each symbol's 1m bars
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ FIXES: dict[str, Fix] = {
         Fix("api.pacing", "A", "client-side adaptive token bucket: reach the rate limit with few 429s",
             _set(pacing=True), per_symbol=False),
         Fix("api.big_pages", "A", "ask for limit=50000 to cut the number of pages", _set(page_limit=50_000)),
+        Fix("api.grouped_daily", "A", "the run's 1d bars from grouped daily requests, one per weekday, shared by "
+            "all its 1d jobs", _set(grouped_daily=True), per_symbol=False),
+        Fix("api.derived_timeframes", "A", "5m/15m/30m/1h/4h bars folded from the symbol's 1m bars, fetched once "
+            "per symbol", _set(derived_timeframes=True), per_symbol=False),
         Fix("api.missing_only", "A", "fetch only the ranges not already in the database", _set(missing_only=True)),
         Fix("db.indexes", "B", "the plan's phase-3 indexes", _set(indexes=True), per_symbol=False),
         Fix("db.bulk", "B", "one bulk INSERT per batch instead of add+flush per row", _set(writer="orm_bulk")),

@@ -40,6 +40,7 @@ from perflab.pipeline.dispatch import Dispatch
 from perflab.pipeline.fixes import FixSet, PipelineSettings
 from perflab.pipeline.presets import Preset, check_range, parse_date
 from perflab.pipeline.resume import Ranges, feature_input, fetch_missing, mark_done
+from perflab.pipeline.shared_fetch import share_fetches
 from perflab.redact import describe_error
 from perflab.timeframes import Timeframe, parse_timeframe
 
@@ -357,6 +358,9 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
     started_at = datetime.now(UTC).isoformat()
     timer = StageTimer(enabled=instrument)
     jobs = workload.jobs()
+    client = share_fetches(client, workload.symbols, workload.timeframes, workload.start, workload.end,
+                           grouped_daily=settings.grouped_daily, derived=settings.derived_timeframes,
+                           page_limit=settings.page_limit)
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
 
     missing = None

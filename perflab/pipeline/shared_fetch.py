@@ -1,0 +1,138 @@
+"""Fetches shared across a run's jobs (``api.grouped_daily``, ``api.derived_timeframes``): fewer requests, same bars.
+
+:class:`SharedFetch` wraps the run's client (it is an :class:`~perflab.api.client.AggregatesSource`, so the job steps
+stay as they are). ``api.grouped_daily``: a 1d request for the run's range is served from grouped daily bars, one
+request per weekday of the range, fetched once for the run by the first 1d job (counted into its record).
+``api.derived_timeframes``: a 5m/15m/30m/1h/4h request for the run's range is folded (:mod:`perflab.pipeline.derive`)
+from the symbol's 1m bars, fetched once per symbol by its first such job (the 1m job takes the same bars); a
+symbol's later jobs make no request. Only requests for the workload's whole range are served from the caches:
+any other range (a resume's missing days under ``api.missing_only``, ``db.stream``'s windows) goes to the wrapped
+client as before. A symbol the grouped bars never name (an OTC or non-stock ticker) fetches its own daily bars.
+Each fix acts only where it saves requests: grouped daily when the range has fewer weekdays than the run has
+symbols (each per-ticker 1d fetch is at least one request); derived bars when a symbol's 1m pages are fewer than
+the pages of its 1m and derivable jobs fetched one by one (so always with a 1m job; a long range of 5m alone not).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import pandas as pd
+
+from perflab.api.client import BAR_COLUMNS, AggregatesSource, FetchResult
+from perflab.measure.results import RequestStats
+from perflab.pipeline.derive import derive_bars
+from perflab.timeframes import TIMEFRAMES, Timeframe
+
+DERIVABLE = tuple(tf.name for tf in TIMEFRAMES.values() if tf.timespan in ("minute", "hour") and tf.name != "1m")
+"""The timeframes folded from 1m bars under ``api.derived_timeframes`` (daily bars are not the fold of minutes)."""
+
+
+def weekdays(start: date, end: date) -> list[date]:
+    """Monday to Friday dates of [start, end]: the days a grouped daily request can have bars for."""
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)
+            if (start + timedelta(days=i)).weekday() < 5]
+
+
+def pages(tf: Timeframe, days: int, page_limit: int) -> int:
+    """Pages one symbol's ``tf`` bars of ``days`` days take at most (a market open all day), to weigh the fixes."""
+    per_bar_min = tf.multiplier * (60 if tf.timespan == "hour" else 1)
+    return -(-days * 1440 // per_bar_min // page_limit)
+
+
+def _grouped_source(client: AggregatesSource) -> Callable[..., FetchResult]:
+    """The first ``get_grouped_daily`` down the chain of wrapped clients (a breaker's guarded client has none)."""
+    while not hasattr(client, "get_grouped_daily"):
+        client = client.client  # type: ignore[attr-defined]
+    return client.get_grouped_daily  # type: ignore[attr-defined]
+
+
+class SharedFetch:
+    """The run's client with 1d bars from grouped daily requests and intraday bars derived from 1m bars.
+
+    Thread-safe: the grouped bars are fetched once under a run-wide lock by the first caller; a symbol's 1m bars
+    once under that symbol's lock, and dropped once every job of the symbol that shares them has taken its bars.
+    """
+
+    def __init__(self, client: AggregatesSource, symbols: tuple[str, ...], timeframes: tuple[str, ...],
+                 start: date, end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000):
+        self.client = client
+        self.start, self.end = start, end
+        self.grouped_daily = grouped_daily and "1d" in timeframes and len(weekdays(start, end)) < len(symbols)
+        sharing = [tf for tf in timeframes if tf == "1m" or tf in DERIVABLE]
+        days = (end - start).days + 1
+        self.derived = derived and any(tf in DERIVABLE for tf in sharing) and (
+            pages(TIMEFRAMES["1m"], days, page_limit) < sum(pages(TIMEFRAMES[tf], days, page_limit) for tf in sharing))
+        self._symbols = frozenset(symbols)
+        self._daily: dict[str, pd.DataFrame] | None = None
+        self._daily_lock = threading.Lock()
+        self._takers = {s: len(sharing) for s in symbols}
+        self._minutes: dict[str, pd.DataFrame] = {}
+        self._symbol_locks = {s: threading.Lock() for s in symbols}
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    def __repr__(self) -> str:
+        return f"SharedFetch({self.client!r}, grouped_daily={self.grouped_daily}, derived={self.derived})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get_aggregates(self, ticker: str, multiplier: int, timespan: str, start: date | str, end: date | str, *,
+                       limit: int = 5000, adjusted: bool = True, sort: str = "asc",
+                       stats: RequestStats | None = None) -> FetchResult:
+        """Like :meth:`PolygonClient.get_aggregates`; the run's whole range of 1d or derivable bars from the caches."""
+        stats = RequestStats() if stats is None else stats
+        whole = (str(start), str(end)) == (str(self.start), str(self.end)) and adjusted and sort == "asc"
+        name = next((tf.name for tf in TIMEFRAMES.values() if (tf.multiplier, tf.timespan) == (multiplier, timespan)),
+                    None)
+        if whole and ticker in self._symbols:
+            if name == "1d" and self.grouped_daily:
+                bars = self._daily_bars(ticker, stats)
+                if bars is not None:
+                    return FetchResult(bars, stats)
+            elif self.derived and (name == "1m" or name in DERIVABLE):
+                return FetchResult(self._derived_bars(ticker, TIMEFRAMES[name], limit, stats), stats)
+        return self.client.get_aggregates(ticker, multiplier, timespan, start, end, limit=limit, adjusted=adjusted,
+                                          sort=sort, stats=stats)
+
+    def _daily_bars(self, ticker: str, stats: RequestStats) -> pd.DataFrame | None:
+        """``ticker``'s daily bars from the run's grouped bars (fetched now if no job has yet); None if never named."""
+        with self._daily_lock:
+            if self._daily is None:
+                grouped = _grouped_source(self.client)
+                days = [grouped(day, stats=stats).bars for day in weekdays(self.start, self.end)]
+                frame = pd.concat(days, ignore_index=True) if days else pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
+                frame = frame[frame["symbol"].isin(self._symbols)]
+                self._daily = {str(s): g[BAR_COLUMNS].sort_values("time", ignore_index=True)
+                               for s, g in frame.groupby("symbol", sort=False)}
+            bars = self._daily.get(ticker)
+        return None if bars is None else bars.copy()
+
+    def _derived_bars(self, ticker: str, tf: Timeframe, limit: int, stats: RequestStats) -> pd.DataFrame:
+        """``ticker``'s ``tf`` bars folded from its 1m bars (fetched now if none of its jobs has yet)."""
+        with self._symbol_locks[ticker]:
+            minutes = self._minutes.get(ticker)
+            if minutes is None:
+                minutes = self.client.get_aggregates(ticker, 1, "minute", self.start, self.end, limit=limit,
+                                                     stats=stats).bars
+                self._minutes[ticker] = minutes
+            self._takers[ticker] -= 1
+            if self._takers[ticker] <= 0:
+                self._minutes.pop(ticker, None)  # every sharing job has its bars: free the symbol's minutes
+        return minutes[BAR_COLUMNS].reset_index(drop=True) if tf.name == "1m" else derive_bars(minutes, tf.name)
+
+
+def share_fetches(client: AggregatesSource, symbols: tuple[str, ...], timeframes: tuple[str, ...], start: date,
+                  end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000) -> AggregatesSource:
+    """``client`` behind :class:`SharedFetch` when either fix is on and saves requests here, else unchanged."""
+    shared = SharedFetch(client, symbols, timeframes, start, end, grouped_daily=grouped_daily, derived=derived,
+                         page_limit=page_limit)
+    return shared if shared.grouped_daily or shared.derived else client
+
+
+__all__ = ["DERIVABLE", "SharedFetch", "pages", "share_fetches", "weekdays"]
