@@ -4,6 +4,7 @@ its fixes, rollout and resume, timed on one clock across worker processes. One L
 from __future__ import annotations
 
 import os
+import time
 from datetime import date
 
 import pandas as pd
@@ -94,6 +95,37 @@ def test_resume_and_rollout_hold_on_the_cluster(clean_db, sim, dask_client):
     assert again.failures == 0
     assert {j.symbol for j in again.jobs if j.requests == 0} == inside  # resumed: nothing left to fetch
     pd.testing.assert_frame_equal(_stored(clean_db)[0], stored[0])
+
+
+def test_a_cluster_backfill_killed_mid_run_resumes_exactly_on_the_cluster(clean_db, dask_client):
+    """SIGKILL a `perflab backfill --cluster local` once its first rows land; a resume on the cluster (api.missing_only)
+    then leaves exactly the simulator's bars, each once, and no process of the killed run behind."""
+    import psutil
+
+    from perflab.simulator import SimulatorConfig, start_simulator
+    from perflab.studies.resilience import audit_bars, kill_backfill
+
+    _empty(clean_db)
+    resume = FixSet.parse("api.missing_only,db.copy")
+    with start_simulator(SimulatorConfig(time_scale=0.05)) as sim:
+        before = {p.pid for p in psutil.process_iter()}
+        killed = kill_backfill(sim.url, WORKLOAD, clean_db, fixes=resume.spec, max_delay_s=0.2, timeout_s=120,
+                               extra=("--cluster", "local"))
+        partial = audit_bars(clean_db, WORKLOAD, sim.config.seed)
+        assert killed.rows_at_kill > 0 and not killed.finished_before_kill and partial.missing > 0, (killed, partial)
+        resumed = run_backfill_cluster(WORKLOAD, resume, os.environ["PERFLAB_DATABASE_URL"], sim.url,
+                                       cluster=dask_client)
+        audit = audit_bars(clean_db, WORKLOAD, sim.config.seed)
+        assert resumed.failures == 0 and audit.exact, (killed, audit)
+        again = run_backfill_cluster(WORKLOAD, resume, os.environ["PERFLAB_DATABASE_URL"], sim.url,
+                                     cluster=dask_client)
+        assert again.requests == 0, "everything was stored: the resume of a complete run fetches nothing"
+    deadline = time.monotonic() + 20
+    while (left := [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+                    and "spawn_main" in " ".join(p.info["cmdline"] or [])
+                    and p.ppid() == 1]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"the killed run's dask workers outlived it: {[p.pid for p in left]}"
 
 
 def test_fixes_a_cluster_cannot_run_are_refused_by_name(capsys):

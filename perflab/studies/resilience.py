@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
@@ -98,19 +98,22 @@ class KillResult:
     seconds_to_kill: float
 
 
-def backfill_command(base_url: str, workload: Workload, fixes: str) -> list[str]:
+def backfill_command(base_url: str, workload: Workload, fixes: str, extra: Sequence[str] = ()) -> list[str]:
+    """``perflab backfill`` of ``workload`` against ``base_url`` as a command line (``extra``: more options)."""
     return [sys.executable, "-m", "perflab.cli", "backfill", "--base-url", base_url,
             "--symbols", ",".join(workload.symbols), "--timeframes", ",".join(workload.timeframes),
-            "--from", workload.start.isoformat(), "--to", workload.end.isoformat(), "--fixes", fixes]
+            "--from", workload.start.isoformat(), "--to", workload.end.isoformat(), "--fixes", fixes, *extra]
 
 
 def kill_backfill(base_url: str, workload: Workload, engine: Engine, *, fixes: str = "api.missing_only,db.retry",
-                  max_delay_s: float = 1.0, seed: int | None = None, timeout_s: float = 60.0) -> KillResult:
-    """Start a backfill in its own process and SIGKILL it a random delay after its first row lands."""
+                  max_delay_s: float = 1.0, seed: int | None = None, timeout_s: float = 60.0,
+                  extra: Sequence[str] = ()) -> KillResult:
+    """Start a backfill in its own process and SIGKILL it a random delay after its first row lands (``extra``:
+    more ``perflab backfill`` options, e.g. ``--cluster local``)."""
     delay = random.Random(seed).uniform(0.0, max_delay_s)
     started = time.perf_counter()
     before = stored_rows(engine)
-    proc = subprocess.Popen(backfill_command(base_url, workload, fixes), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(backfill_command(base_url, workload, fixes, extra), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=dict(os.environ))
     try:
         while proc.poll() is None and stored_rows(engine) == before:
