@@ -17,3 +17,14 @@ def test_repeat_of_the_baseline_counts_notebook_01s_run(clean_db, sim, tmp_path)
     lab.save(saved, "baseline")
     runs = lab.repeat("none", n=2).runs
     assert runs[0].run_id == saved.run_id and len(runs) == 2
+
+
+def test_run_caches_of_long_fix_sets_fit_a_file_name():
+    """``all`` spells out every fix: its cache file is named by a hash, short specs keep their readable name."""
+    from perflab.pipeline.fixes import FixSet
+    from perflab.studies.lab import _cache_name
+
+    assert _cache_name(FixSet.parse("db.copy,api.backoff")) == "api.backoff+db.copy@1"
+    long = _cache_name(FixSet.parse("all"))
+    assert len(long) < 100 and long != _cache_name(FixSet.parse("all,-db.retry"))
+    assert long == _cache_name(FixSet.parse("all")), "stable, so a notebook finds the runs another one made"

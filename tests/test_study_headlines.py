@@ -127,6 +127,7 @@ def test_history_kind_tells_baselines_all_fixes_and_others_apart():
     assert history_kind("none") == "baseline"
     assert history_kind(FixSet.parse("all").spec) == "all fixes"
     assert history_kind("db.copy") == "other fixes"
+    assert history_kind(float("nan")) == "other fixes", "a stored run without a fixes spec (NaN in the frame)"
 
 
 def test_history_chart_has_a_legend_naming_each_series():

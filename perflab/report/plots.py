@@ -115,8 +115,11 @@ HISTORY_SERIES = {"baseline": ("o", "#C44E52"), "all fixes": ("s", "#55A868"), "
 
 
 def history_kind(fixes: str | None) -> str:
-    """Which series of the history chart a run with fixes spec ``fixes`` belongs to."""
-    if fixes in (None, "", "none"):
+    """Which series of the history chart a run with fixes spec ``fixes`` belongs to (a run stored without one,
+    NaN in the history frame, is an unknown configuration: "other fixes")."""
+    if not isinstance(fixes, str):
+        return "other fixes"
+    if fixes in ("", "none"):
         return "baseline"
     try:
         all_fixes = FixSet.parse(fixes).names == FixSet.parse("all").names

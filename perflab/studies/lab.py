@@ -8,6 +8,7 @@ folder that is removed when the process (the kernel) exits, or by the next ``ope
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -101,7 +102,7 @@ class Lab:
         """
         fixset = fixes if isinstance(fixes, FixSet) else FixSet.parse(fixes)
         label = label or fixset.spec
-        cache = self.out_dir / "runs" / f"{fixset.spec.replace(',', '+')}@{fixset.rollout:g}.json"
+        cache = self.out_dir / "runs" / f"{_cache_name(fixset)}.json"
         workload = self.workload.to_dict()
         found = (RunSet.load(cache).runs if cache.exists() else []) + (self.saved_baseline() if fixset.spec == "none"
                                                                       else [])
@@ -132,6 +133,13 @@ class Lab:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+
+
+def _cache_name(fixes: FixSet) -> str:
+    """A file name for a configuration's runs: its spec when short, else a hash of it (file names stop at 255
+    bytes, and ``all`` spells out every fix)."""
+    key = f"{fixes.spec.replace(',', '+')}@{fixes.rollout:g}"
+    return key if len(key) <= 100 else f"fixes-{hashlib.sha256(key.encode()).hexdigest()[:16]}@{fixes.rollout:g}"
 
 
 def _in_kernel() -> bool:
