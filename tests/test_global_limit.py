@@ -83,3 +83,21 @@ def test_four_worker_processes_reach_the_limit_with_few_429s(engine):
     assert len(workers) == 4 and all(o["late_s"] < 0 for o in out), out  # all four ran the whole time
     assert ok >= 0.9 * rate * seconds
     assert limited <= 5
+
+
+def test_a_pacer_leaves_the_pool_as_it_found_it(engine):
+    """The pacer's autocommit connection is its own: a pooled connection in autocommit would commit (and empty) a
+    writer's ON COMMIT DELETE ROWS staging table statement by statement, losing the staged features."""
+    pacer = SharedPacer(engine, "test:pool", 100.0)
+    pacer.acquire()
+    pacer.close()
+    for _ in range(engine.pool.size() + 2):
+        raw = engine.raw_connection()
+        try:
+            assert raw.driver_connection.autocommit is False
+            with raw.cursor() as cur:
+                cur.execute("SHOW synchronous_commit")
+                assert cur.fetchone()[0] == "on"
+        finally:
+            raw.close()
+    drop_bucket(engine, "test:pool")

@@ -56,8 +56,9 @@ class SharedPacer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._conn = engine.raw_connection()
+        self._conn.detach()  # its own connection: autocommit and synchronous_commit=off must never reach the pool
         self._conn.rollback()  # the pool's ping may have opened a transaction; autocommit needs none open
-        self._conn.driver_connection.autocommit = True
+        self._conn.dbapi_connection.autocommit = True
         self._execute("SET synchronous_commit = off")  # a token's commit waits for no disk: ~0.1 ms instead of ~2.5
         self._execute(_ENSURE, ceiling=self.ceiling, burst=float(burst))
         self.waited_s = 0.0
