@@ -19,20 +19,17 @@ _TEST_DB = f"perflab_test_{uuid.uuid4().hex[:8]}"
 
 
 def _admin() -> sa.Engine:
-    return sa.create_engine(_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    """The server's admin engine, on the URL as the user wrote it (so the test URL keeps that form)."""
+    return sa.create_engine(_ADMIN_URL, poolclass=sa.pool.NullPool)
 
 
 def pytest_configure(config):
-    with _admin().connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {_TEST_DB}")
-    url = sa.engine.make_url(_ADMIN_URL).set(database=_TEST_DB)
-    os.environ[db_engine.DATABASE_URL_ENV] = url.render_as_string(hide_password=False)
+    os.environ[db_engine.DATABASE_URL_ENV] = db_engine.scratch_database(_admin(), _TEST_DB)
 
 
 def pytest_unconfigure(config):
     db_engine.get_engine.cache_clear()
-    with _admin().connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {_TEST_DB} WITH (FORCE)")
+    db_engine.drop_database(_admin(), _TEST_DB)
 
 
 URL_FORMS = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
