@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import jsonschema
 import pytest
 
+from perflab.db import pool
+from perflab.db.pool import connection_meter
 from perflab.measure.results import JSON_SCHEMA, RunResult
 from perflab.measure.timing import Interval, StageTimer, busy_seconds, note_request
 from perflab.measure.trace import to_trace_events, write_trace
@@ -135,6 +138,59 @@ def test_the_trace_holds_the_runs_intervals_threads_and_counters(clean_db, sim, 
                           else [f"{e['args']['symbol']}/{e['args']['timeframe']}"])} == set(_workload().jobs())
     else:
         assert set(named.values()) == {"MainThread"} and not counter(trace, "committer queue")
+
+
+def test_the_trace_counts_the_connections_checked_out_of_the_pools_over_the_run(clean_db, sim, tmp_path):
+    result = measured_backfill(_workload(("AAPL", "MSFT", "GOOGL"), ("1h", "1d")),
+                               FixSet.parse("api.parallel,db.group_commit"), clean_db, preset=get_preset("smoke"),
+                               base_url=sim.url, store=False)
+    assert result.failures == 0
+    loaded = RunResult.load(result.save(tmp_path / "run.json"))
+    assert loaded.resources["pool_checkouts"] == result.resources["pool_checkouts"]
+    trace = to_trace_events(loaded)
+    check_trace_shape(trace)
+    events = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "DB connections checked out"]
+    times = [e["ts"] / 1e6 for e in events]
+    checked_out = counter(trace, "DB connections checked out")
+    peak = result.resources["pool_checkouts_peak"]
+    assert peak >= 2  # parallel workers and the group committer held connections at the same time
+    assert checked_out[0] == 0 and checked_out[-1] == 0 and min(checked_out) >= 0 and max(checked_out) == peak
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= result.wall_seconds
+    assert all(abs(b - a) == 1 for a, b in zip(checked_out, checked_out[1:]) if a != b)  # one checkout or checkin
+
+
+def test_a_run_saved_before_checkouts_were_recorded_still_gives_a_trace():
+    run = RunResult.from_dict({
+        "schema_version": 1, "run_id": "r", "label": "old", "started_at": "2024-01-01T00:00:00+00:00",
+        "wall_seconds": 1.0, "params": {"workload": {}}, "environment": {}, "jobs": [],
+        "intervals": [["db", 0.1, 0.4]], "spans": [{"stage": "db", "start": 0.1, "end": 0.4, "thread": "MainThread",
+                                                     "tid": 1, "jobs": [["AAPL", "1d"]], "requests": []}],
+        "resources": {"pool_checkouts_peak": 1, "timeline": [[0.5, 12.0, 80.0, 3]]}})
+    trace = to_trace_events(run)
+    check_trace_shape(trace)
+    assert not counter(trace, "DB connections checked out")
+    assert counter(trace, "threads in a db stage") == [1, 0] and counter(trace, "DB connections open (server)") == [3]
+
+
+def test_the_checkout_timeline_stays_bounded_keeps_its_start_peak_and_end_and_counts_detached_connections(
+        clean_db, monkeypatch):
+    monkeypatch.setattr(pool, "MAX_TIMELINE_POINTS", 40)
+    for conn in [clean_db.connect() for _ in range(3)]:
+        conn.close()  # three connections open in the pool: the burst below takes well under a bucket
+    origin = time.perf_counter()
+    connection_meter.reset()
+    for round_ in range(60):  # the burst of three comes first, so every compaction has to keep it
+        held = [clean_db.connect() for _ in range(3 if round_ == 1 else 1)]
+        for conn in held:
+            conn.close()
+    raw = clean_db.raw_connection()
+    raw.detach()  # as the shared pacer does: its connection leaves the pool and is never checked in
+    raw.close()
+    timeline = connection_meter.timeline(origin)
+    assert len(timeline) < pool.MAX_TIMELINE_POINTS  # 127 changes kept in fewer points
+    assert timeline[0][0] >= 0 and timeline[0][1] == 0 and timeline[-1][1] == 0 and max(n for _, n in timeline) == 3
+    assert connection_meter.snapshot().current == 0 and connection_meter.peak == 3
+    assert [t for t, _ in timeline] == sorted(t for t, _ in timeline)
 
 
 def test_429s_are_counted_when_they_happen(clean_db, tmp_path):

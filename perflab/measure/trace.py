@@ -4,7 +4,9 @@ Every stage interval is a complete (``"X"``) event on the thread that ran it, na
 ``args``; each HTTP request is an ``"X"`` event nested in its api stage. Threads are named with ``"M"`` events.
 Counters (``"C"``) are derived from what the run recorded, so tracing costs the run nothing extra: requests in
 flight and 429s so far (from the requests), threads in a db stage (each holds a pooled connection), the group
-committer's queue (jobs handed over and not yet taken), and the sampler's CPU % and open server connections.
+committer's queue (jobs handed over and not yet taken), DB connections checked out of perflab's pools (at every
+checkout and checkin; runs saved before it was recorded have none), and the sampler's CPU % and open server
+connections.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def counters(result: RunResult) -> list[dict]:
     if moved:
         out += _counter("committer queue", _steps([(h, 1) for h, _ in moved.values()]
                                                   + [(t, -1) for _, t in moved.values()]), "jobs")
+    checked_out = result.resources.get("pool_checkouts") or []
+    out += _counter("DB connections checked out", [(t, n) for t, n in checked_out], "connections")
     timeline = result.resources.get("timeline") or []
     out += _counter("CPU %", [(row[0], row[1]) for row in timeline], "cpu")
     out += _counter("DB connections open (server)", [(row[0], row[3]) for row in timeline], "connections")

@@ -388,10 +388,11 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
         bar.close()
         sampler.stop()
     wall = time.perf_counter() - timer.origin
+    pool = {"pool_checkouts_peak": connection_meter.peak, "pool_checkouts": connection_meter.timeline(timer.origin)}
     return RunResult(
         run_id=uuid.uuid4().hex[:12], label=label, started_at=started_at, wall_seconds=wall,
         params={"workload": workload.to_dict(), "fixes": fixes.spec, "rollout": fixes.rollout,
                 "run_wide": list(fixes.run_wide()), "settings": asdict(settings), **(params or {})},
         environment=collect_environment(engine), jobs=records, intervals=list(timer.intervals),
-        resources={**sampler.summary.to_dict(), "pool_checkouts_peak": connection_meter.peak},
+        resources={**sampler.summary.to_dict(), **pool},
     )
