@@ -10,6 +10,7 @@ from perflab.errors import InputError
 from perflab.measure.results import RequestStats
 from perflab.pipeline.cluster import check_fixes
 from perflab.pipeline.fixes import FixSet
+from perflab.pipeline.presets import SYMBOLS_25
 from perflab.pipeline.scheduler import Workload, run_backfill
 from perflab.pipeline.shared_fetch import SharedFetch, share_fetches, weekdays
 
@@ -109,3 +110,19 @@ def test_each_fix_acts_only_where_it_saves_requests(sim):
     assert share_fetches(client, ("AAPL",), ("1m", *intraday), *year, grouped_daily=False, derived=True).derived
     assert share_fetches(client, ("AAPL",), intraday, *one_day, grouped_daily=False, derived=True).derived
     assert share_fetches(client, ("AAPL",), ("5m",), *one_day, grouped_daily=False, derived=True) is client
+
+
+def test_grouped_days_are_fetched_at_once_and_noted_into_the_fetching_jobs_stage():
+    from perflab.measure.timing import StageTimer
+    from perflab.simulator import SimulatorConfig, start_simulator
+
+    start, end = date(2024, 3, 4), date(2024, 3, 15)  # two weeks: ten grouped requests
+    with start_simulator(SimulatorConfig(time_scale=0.1)) as slow:
+        shared = SharedFetch(PolygonClient(slow.url), SYMBOLS_25[:11], ("1d",), start, end, grouped_daily=True,
+                             derived=False)
+        timer, stats = StageTimer(), RequestStats()
+        with timer.stage("api"):
+            bars = shared.get_aggregates("AAPL", 1, "day", start, end, stats=stats).bars
+    requests = sorted(timer.intervals[0].requests)
+    assert len(bars) == 10 and stats.requests == len(stats.latencies) == len(requests) == 10
+    assert requests[1][0] < requests[0][1]  # the second day went before the first came back

@@ -12,14 +12,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 STAGES = ("api", "db", "compute")
 
 Job = tuple[str, str]
 """(symbol, timeframe)."""
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _running = threading.local()  # the stage open on this thread: (origin, its request list), for note_request
 
@@ -55,6 +59,21 @@ def note_request(start: float, end: float, status: int | None) -> None:
     if running is not None:
         origin, requests = running
         requests.append((start - origin, end - origin, status))
+
+
+def in_this_stage(fn: Callable[[T], R]) -> Callable[[T], R]:
+    """``fn`` made to note its requests into the stage open on the calling thread, wherever it later runs: for
+    requests a stage hands to a thread pool, so the trace still counts them in flight for that stage's job."""
+    running = getattr(_running, "stage", None)
+
+    def run(arg: T) -> R:
+        _running.stage = running
+        try:
+            return fn(arg)
+        finally:
+            _running.stage = None
+
+    return run
 
 
 @dataclass

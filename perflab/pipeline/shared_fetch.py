@@ -2,7 +2,9 @@
 
 :class:`SharedFetch` wraps the run's client (it is an :class:`~perflab.api.client.AggregatesSource`, so the job steps
 stay as they are). ``api.grouped_daily``: a 1d request for the run's range is served from grouped daily bars, one
-request per weekday of the range, fetched once for the run by the first 1d job (counted into its record).
+request per weekday of the range, fetched once for the run by the first 1d job (counted into its record), up to
+``GROUPED_FETCHERS`` days at once: the days are independent requests, so they need not wait for each other (a
+month's 20 days one after another were the longest chain of a plan-scale run).
 ``api.derived_timeframes``: a 5m/15m/30m/1h/4h request for the run's range is folded (:mod:`perflab.pipeline.derive`)
 from the symbol's 1m bars, fetched once per symbol by its first such job (the 1m job takes the same bars); a
 symbol's later jobs make no request. Only requests for the workload's whole range are served from the caches:
@@ -17,17 +19,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import pandas as pd
 
 from perflab.api.client import BAR_COLUMNS, AggregatesSource, FetchResult
 from perflab.measure.results import RequestStats
+from perflab.measure.timing import in_this_stage
 from perflab.pipeline.derive import derive_bars
 from perflab.timeframes import TIMEFRAMES, Timeframe
 
 DERIVABLE = tuple(tf.name for tf in TIMEFRAMES.values() if tf.timespan in ("minute", "hour") and tf.name != "1m")
 """The timeframes folded from 1m bars under ``api.derived_timeframes`` (daily bars are not the fold of minutes)."""
+GROUPED_FETCHERS = 16
+"""Grouped daily requests in flight at once (within the transport's pool of 32; the in-flight limit and the pacer
+still decide when each goes)."""
 
 
 def weekdays(start: date, end: date) -> list[date]:
@@ -104,14 +111,28 @@ class SharedFetch:
         """``ticker``'s daily bars from the run's grouped bars (fetched now if no job has yet); None if never named."""
         with self._daily_lock:
             if self._daily is None:
-                grouped = _grouped_source(self.client)
-                days = [grouped(day, stats=stats).bars for day in weekdays(self.start, self.end)]
+                days = self._grouped_days(stats)
                 frame = pd.concat(days, ignore_index=True) if days else pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
                 frame = frame[frame["symbol"].isin(self._symbols)]
                 self._daily = {str(s): g[BAR_COLUMNS].sort_values("time", ignore_index=True)
                                for s, g in frame.groupby("symbol", sort=False)}
             bars = self._daily.get(ticker)
         return None if bars is None else bars.copy()
+
+    def _grouped_days(self, stats: RequestStats) -> list[pd.DataFrame]:
+        """Every weekday's grouped bars, fetched concurrently, each day's cost counted into ``stats`` in day order."""
+        grouped = _grouped_source(self.client)
+        days = weekdays(self.start, self.end)
+        if not days:
+            return []
+        costs = [RequestStats() for _ in days]  # merged even when a day fails: its cost was paid
+        try:
+            with ThreadPoolExecutor(min(GROUPED_FETCHERS, len(days)), thread_name_prefix="grouped-daily") as pool:
+                fetch = in_this_stage(lambda day_cost: grouped(day_cost[0], stats=day_cost[1]).bars)
+                return list(pool.map(fetch, zip(days, costs, strict=True)))
+        finally:
+            for cost in costs:
+                stats.merge(cost)
 
     def _derived_bars(self, ticker: str, tf: Timeframe, limit: int, stats: RequestStats) -> pd.DataFrame:
         """``ticker``'s ``tf`` bars folded from its 1m bars (fetched now if none of its jobs has yet)."""
@@ -135,4 +156,4 @@ def share_fetches(client: AggregatesSource, symbols: tuple[str, ...], timeframes
     return shared if shared.grouped_daily or shared.derived else client
 
 
-__all__ = ["DERIVABLE", "SharedFetch", "pages", "share_fetches", "weekdays"]
+__all__ = ["DERIVABLE", "GROUPED_FETCHERS", "SharedFetch", "pages", "share_fetches", "weekdays"]
