@@ -76,6 +76,25 @@ def test_a_group_writes_what_the_per_job_path_writes_and_twice_is_once(driver_db
     assert missing_ranges(driver_db, "AAPL", "5m", SMOKE.start, SMOKE.end) == []
 
 
+def test_new_features_are_copied_straight_in_and_stored_ones_merged(clean_db, sim, monkeypatch):
+    from perflab.db import group_store
+
+    fetched = _fetch(sim, [("AAPL", "5m"), ("MSFT", "1h")])
+    items = [SeriesWrite(s, tf, prepare(b), compute_panel([prepare(b)], "vectorized")[0]) for s, tf, b in fetched]
+    paths = []
+    monkeypatch.setattr(group_store, "features_copy_payload",
+                        lambda i, real=group_store.features_copy_payload: paths.append("copy") or real(i))
+    monkeypatch.setattr(group_store, "features_payload",
+                        lambda i, real=group_store.features_payload: paths.append("merge") or real(i))
+    write_group(clean_db, items[:1])
+    once = _table(clean_db, "quant_features")
+    write_group(clean_db, items)  # AAPL's features are stored now: the whole group merges
+    assert paths == ["copy", "merge"]
+    pd.testing.assert_frame_equal(_table(clean_db, "quant_features").iloc[:len(once)], once)  # copied = merged
+    feats = _table(clean_db, "quant_features")
+    assert feats.isna().any().any() and len(feats) == sum(len(i.features) for i in items)
+
+
 def test_group_commit_backfill_stores_the_same_rows_as_the_per_job_path(clean_db, sim):
     workload = Workload.from_preset(SMOKE)
     per_job = run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse("db.copy,compute.vectorized"))
