@@ -1,8 +1,10 @@
 """Volume: the large preset (25 symbols x 1m..1d over 2023, ~7.2 million bars) with all fixes, streamed (db.stream).
 
 Targets (issue 13): peak RSS of the backfill process <= 500 MB; its peak over the long range <= 1.25x its peak over
-one month (memory does not grow with the range); bars stored per second of the whole backfill >= 0.8x the rows/s
-of psql's ``\\copy`` loading the same rows into the same (emptied) table, measured right after it in the same run.
+one month (memory does not grow with the range); rows stored per second of the whole backfill (bars and feature rows)
+>= 0.8x the rows/s of psql's ``\\copy`` loading the same rows (exported from the tables) into the same emptied
+tables, measured right after it in the same run. The backfill stores a feature row for every bar, so the reference
+loads both; the bars alone against psql loading the bars alone are printed beside it.
 
 Each backfill runs in a process of its own (with its own simulator), so its peak RSS (``ru_maxrss``) is its alone;
 the sampler's peak of the process tree (simulator and any worker pool included) is printed beside it. The runs use a
@@ -22,15 +24,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from perflab.db.engine import drop_database, get_engine, scratch_database
-from perflab.db.writers import COLUMNS
+from perflab.db.psql import psql_copy_stored
 from perflab.measure.benchrecord import save_bench
 from perflab.pipeline.presets import get_preset
 
@@ -57,7 +56,8 @@ class Span:
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows / self.wall_s
+        """Bars and feature rows stored per second of the whole backfill."""
+        return (self.rows + self.feature_rows) / self.wall_s
 
 
 def month_end(months: int) -> date:
@@ -95,36 +95,6 @@ def child(start: str, end: str, fixes: str) -> int:
     return 0
 
 
-def psql(engine: sa.Engine, command: str) -> float:
-    """Seconds psql takes to run one meta-command (process start included, as ``path_b.psql_copy`` times it)."""
-    from perflab.studies.path_b import psql_binary  # here: the backfill processes need no plotting imports
-
-    url = engine.url.set(drivername="postgresql")
-    env = {**os.environ, "PGPASSWORD": url.password or ""}
-    uri = url.set(password=None).render_as_string(hide_password=False)
-    started = time.perf_counter()
-    subprocess.run([str(psql_binary()), uri, "-v", "ON_ERROR_STOP=1", "-q", "-c", command], env=env, check=True,
-                   capture_output=True)
-    return time.perf_counter() - started
-
-
-def psql_copy_stored(engine: sa.Engine, folder: Path) -> tuple[int, float]:
-    """psql ``\\copy`` of the bars the backfill stored: exported to CSV (untimed), tables emptied, loaded (timed)."""
-    csv = folder / "bars.csv"
-    columns = ", ".join(COLUMNS)
-    psql(engine, f"\\copy (SELECT {columns} FROM market_data) TO '{csv}' WITH (FORMAT csv)")
-    with engine.begin() as conn:
-        stored = conn.execute(sa.text("SELECT count(*) FROM market_data")).scalar_one()
-        conn.exec_driver_sql("TRUNCATE market_data, quant_features, fetch_coverage")
-    seconds = psql(engine, f"\\copy market_data ({columns}) FROM '{csv}' WITH (FORMAT csv)")
-    with engine.begin() as conn:
-        loaded = conn.execute(sa.text("SELECT count(*) FROM market_data")).scalar_one()
-        conn.exec_driver_sql("TRUNCATE market_data, quant_features, fetch_coverage")
-    if loaded != stored:
-        raise SystemExit(f"psql \\copy loaded {loaded} rows of {stored}")
-    return stored, seconds
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=12, help="the long run covers the first N months of 2023")
@@ -150,33 +120,39 @@ def main() -> int:
         print(f"range {long.start}..{long.end}: {long.rows:,} bars in {long.wall_s:.1f}s, "
               f"peak RSS {long.peak_rss_mb:.0f} MB", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            copied, copy_s = psql_copy_stored(engine, Path(tmp))
+            copy = psql_copy_stored(engine, Path(tmp))
     finally:
         engine.dispose()
         drop_database(admin, DATABASE)
 
-    copy_rate = copied / copy_s
-    ratio = long.rows_per_s / copy_rate
+    ratio = long.rows_per_s / copy.rows_per_s
+    bars_ratio = (long.rows / long.wall_s) / (copy.rows["market_data"] / copy.table_seconds("market_data"))
     growth = long.peak_rss_mb / month.peak_rss_mb
     checks = {
         f"peak RSS {long.peak_rss_mb:.0f} MB <= {PEAK_RSS_MB:.0f} MB": long.peak_rss_mb <= PEAK_RSS_MB,
         f"{months} months / 1 month peak RSS {growth:.2f}x <= {GROWTH}x": growth <= GROWTH,
-        f"backfill {long.rows_per_s:,.0f} bars/s = {ratio:.2f}x psql \\copy ({copy_rate:,.0f} rows/s) >= "
-        f"{X_PSQL_COPY}x": ratio >= X_PSQL_COPY,
+        f"backfill {long.rows_per_s:,.0f} rows/s (bars and features) = {ratio:.2f}x psql \\copy of the same rows "
+        f"({copy.rows_per_s:,.0f} rows/s) >= {X_PSQL_COPY}x": ratio >= X_PSQL_COPY,
     }
-    complete = long.failures == 0 and month.failures == 0 and copied == long.rows
+    complete = (long.failures == 0 and month.failures == 0
+                and copy.rows == {"market_data": long.rows, "quant_features": long.feature_rows})
     busy = ", ".join(f"{k} {v:.0f}" for k, v in long.stages.items())
     print(f"\nfixes {args.fixes}; {long.rows:,} bars and {long.feature_rows:,} feature rows over {months} months, "
           f"{long.requests:,} requests, {long.failures} failed jobs; busy seconds {busy}")
     print(f"process tree peak (simulator included): month {month.tree_peak_rss_mb:.0f} MB, "
           f"range {long.tree_peak_rss_mb:.0f} MB")
+    print(f"psql \\copy: {copy.rows['market_data']:,} bars {copy.table_seconds('market_data'):.1f}s + "
+          f"{copy.rows['quant_features']:,} feature rows {copy.table_seconds('quant_features'):.1f}s; the bars alone: "
+          f"backfill {long.rows / long.wall_s:,.0f} bars/s = {bars_ratio:.2f}x psql loading the bars alone")
     for label, ok in checks.items():
         print(f"{label}: {'PASS' if ok else 'FAIL'}")
     if not complete:
         print("FAIL: the runs did not store every bar (failed jobs or a row count that differs)")
     path = save_bench(
-        "large", {"month": asdict(month), "range": asdict(long), "psql_copy_rows": copied, "psql_copy_s": copy_s,
-                  "psql_copy_rows_per_s": copy_rate, "backfill_rows_per_s": long.rows_per_s, "x_psql_copy": ratio,
+        "large", {"month": asdict(month), "range": asdict(long), "psql_copy_rows": copy.rows,
+                  "psql_copy_s": copy.seconds,
+                  "psql_copy_rows_per_s": copy.rows_per_s, "backfill_rows_per_s": long.rows_per_s, "x_psql_copy": ratio,
+                  "bars_x_psql_copy_bars": bars_ratio,
                   "rss_growth": growth, "checks": checks, "complete": complete},
         samples={"wall_s": [month.wall_s, long.wall_s], "peak_rss_mb": [month.peak_rss_mb, long.peak_rss_mb]},
         targets={"peak_rss_mb": f"<= {PEAK_RSS_MB}", "rss_growth": f"<= {GROWTH}", "x_psql_copy": f">= {X_PSQL_COPY}"},

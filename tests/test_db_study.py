@@ -50,6 +50,25 @@ def test_psql_copy_reference_loads_the_same_rows(clean_db, tmp_path):
     assert row_counts(clean_db)["rows"] == 0
 
 
+def test_psql_copy_stored_loads_back_what_a_run_stored_and_leaves_the_tables_empty(clean_db, sim, tmp_path):
+    from perflab.db.psql import psql_copy_stored
+
+    def stored() -> dict[str, list[tuple]]:
+        with clean_db.connect() as conn:
+            return {t: conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY symbol, timeframe, time").fetchall()
+                    for t in ("market_data", "quant_features")}
+
+    workload = Workload(("AAPL", "MSFT"), ("1h", "1d"), get_preset("smoke").start, get_preset("smoke").end)
+    result = run_backfill(workload, PolygonClient(sim.url), clean_db, FixSet.parse("db.copy"), label="stored")
+    before = stored()
+    copy = psql_copy_stored(clean_db, tmp_path, repeats=2)
+    assert copy.rows == {"market_data": result.rows_written, "quant_features": len(before["quant_features"])}
+    assert all(len(s) == 2 for s in copy.seconds.values()) and copy.rows_per_s > 0
+    assert row_counts(clean_db)["rows"] == 0  # left empty, as a fresh run expects
+    for table, rows in before.items():  # the files loaded back are the run's rows
+        assert len((tmp_path / f"{table}.csv").read_text().splitlines()) == len(rows) > 0
+
+
 def test_fix_progression_runs_each_step_and_reports_its_db_stage(clean_db, sim):
     workload = Workload(("AAPL",), ("1h",), get_preset("smoke").start, get_preset("smoke").end)
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from perflab.db.migrate import index_statements, reset_data, set_indexes
+from perflab.db.psql import psql_binary
 from perflab.db.writers import COLUMNS, WRITERS, Batch, copy_text_payload, get_writer, prepare
 from perflab.errors import PerflabError
 from perflab.simulator.bars import synthetic_bars
@@ -296,13 +297,6 @@ def psql_copy(engine: Engine, bars: pd.DataFrame, csv_path: Path, *, repeats: in
     if stored != len(prepare(bars)):
         raise PerflabError(f"psql \\copy stored {stored} rows of {len(bars)}: check the server log")
     return Timing(stored, seconds)
-
-
-def psql_binary() -> Path:
-    """The psql that ships with the embedded server (works against any server)."""
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    return POSTGRES_BIN_PATH / "psql"
 
 
 def _progress_row(spec: str, runs: list) -> dict:
