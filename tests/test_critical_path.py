@@ -199,3 +199,40 @@ def test_the_report_index_shows_both_views_and_the_timelines_after_the_verdict(t
     assert page.count("<img") == 1
     r.save(tmp_path / "after_all.json")
     assert timeline_section(tmp_path).count("<img") == 2
+
+
+def test_the_notebooks_check_makes_each_stage_faster_for_real_and_sets_the_replay_beside_it(clean_db, tmp_path):
+    from perflab.studies import baseline as study
+    from perflab.studies.lab import open_lab
+
+    lab = open_lab("smoke", out_dir=str(tmp_path))
+    try:
+        checks = study.check_what_if(lab, pairs=1)
+    finally:
+        lab.close()
+    runs = list(lab.results.values())
+    assert [r.params["fixes"] for r in runs] == ["none", "none", "db.copy", "db.copy,compute.vectorized"]
+    assert all(r.params["workload"]["symbols"] == list(lab.preset.symbols[:3]) and r.failures == 0 for r in runs)
+    slow, halved, copy, vectorized = runs
+    waited = [sum(x for j in r.jobs for x in j.latencies) for r in (slow, halved)]
+    assert halved.requests == slow.requests and waited[1] < 0.85 * waited[0]  # the same requests, served faster
+    by_stage = {c.stage: c for c in checks}
+    assert list(by_stage) == ["api", "db", "compute"] and by_stage["api"].k == 2.0
+    assert by_stage["db"].k == pytest.approx(slow.stage_seconds["db"] / copy.stage_seconds["db"])
+    assert by_stage["db"].measured_s == copy.wall_seconds and by_stage["compute"].measured_s == vectorized.wall_seconds
+    assert by_stage["api"].predicted_s == pytest.approx(replay(slow, "api", 2.0, *_rate(lab)))
+
+
+def _rate(lab):
+    config = lab.preset.simulator_config()
+    return config.rate_limit_per_s, config.burst
+
+
+def test_check_table_reports_medians_and_the_spread_of_the_errors():
+    from perflab.studies.baseline import Check, check_table
+
+    table = check_table([Check("api", "half latency", 2.0, 1.1, 1.0), Check("api", "half latency", 2.0, 0.8, 1.0),
+                         Check("api", "half latency", 2.0, 1.0, 1.0), Check("db", "copy", 4.0, 2.0, 1.0)])
+    assert table.loc["api", "error (median)"] == pytest.approx(0.0)
+    assert (table.loc["api", "error min"], table.loc["api", "error max"]) == pytest.approx((-0.2, 0.1))
+    assert table.loc["api", "within 15%"] and not table.loc["db", "within 15%"] and table.loc["db", "rounds"] == 1

@@ -2,19 +2,23 @@
 
 ``measure_baseline`` runs it and saves it as ``baseline.json`` (notebooks 02 and 06 reuse it from the same
 ``out_dir``); ``headline``, ``metrics_table`` and ``server_table`` read what it recorded; ``views`` sets the
-plan's busy shares beside the critical path, and ``what_if`` predicts the wall time with one stage faster.
+plan's busy shares beside the critical path, and ``what_if`` predicts the wall time with one stage faster;
+``check_what_if`` sets those predictions against runs that made each stage faster for real.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from perflab.measure import critical_path
 from perflab.measure.results import RunResult
 from perflab.pipeline.presets import Preset
+from perflab.pipeline.scheduler import Workload
+from perflab.simulator import start_simulator
 from perflab.studies.lab import Lab
 
 BASELINE = "baseline"
@@ -78,3 +82,77 @@ def what_if(run: RunResult, preset: Preset) -> WhatIf:
     predictions = critical_path.what_if(run, config.rate_limit_per_s, config.burst)
     return WhatIf(critical_path.what_if_table(predictions), critical_path.what_if_sentences(predictions),
                   predictions)
+
+
+CHECK_SYMBOLS = 3
+"""The what-if check runs the preset's timeframes and days for its first three symbols: the same shape of job and
+schedule as the baseline, at a fraction of its cost (at the plan's scale a full baseline takes minutes)."""
+TOLERANCE = 0.15
+"""The issue's target: predicted within 15% of measured."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prediction against reality: ``stage`` made ``k`` times faster for real (``how``), the wall time the
+    replay of the slower run predicted for that, and the wall time the faster run measured."""
+
+    stage: str
+    how: str
+    k: float
+    predicted_s: float
+    measured_s: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted_s / self.measured_s - 1
+
+
+def check_what_if(lab: Lab, pairs: int | None = None, symbols: int = CHECK_SYMBOLS) -> list[Check]:
+    """``pairs`` (default: the preset's repeats) rounds of: the baseline, the baseline against a second simulator at
+    half the latency (api 2x), ``db.copy`` (db k times faster, k measured) and ``db.copy,compute.vectorized``
+    (compute k times faster), on ``symbols`` of the preset's symbols; each faster run's wall time against the
+    replay of the run before it with that stage that much faster. Runs of a round follow each other, so a machine
+    that gets busier or quieter weighs on both sides of a check alike."""
+    workload = replace(Workload.from_preset(lab.preset), symbols=lab.preset.symbols[:symbols])
+    config = lab.preset.simulator_config()
+    rate = (config.rate_limit_per_s, config.burst)
+    checks: list[Check] = []
+    with start_simulator(replace(config, time_scale=config.time_scale / 2)) as fast:
+        def run(fixes: str, what: str, base_url: str | None = None) -> RunResult:
+            return lab.backfill(fixes, label=f"what-if check: {what}", workload=workload, base_url=base_url,
+                                progress=False)
+
+        for _ in range(pairs or lab.preset.repeats):
+            slow = run("none", "baseline")
+            halved = run("none", "API latency halved", fast.url)
+            copy = run("db.copy", "db.copy")
+            vectorized = run("db.copy,compute.vectorized", "db.copy,compute.vectorized")
+            checks.append(_check("api", "the simulator at half the latency", slow, halved, 2.0, rate))
+            checks.append(_check("db", "none -> db.copy", slow, copy, _speedup(slow, copy, "db"), rate))
+            checks.append(_check("compute", "db.copy -> compute.vectorized", copy, vectorized,
+                                 _speedup(copy, vectorized, "compute"), rate))
+    return checks
+
+
+def _speedup(before: RunResult, after: RunResult, stage: str) -> float:
+    return before.stage_seconds[stage] / after.stage_seconds[stage]
+
+
+def _check(stage: str, how: str, before: RunResult, after: RunResult, k: float,
+           rate: tuple[float | None, float]) -> Check:
+    return Check(stage, how, k, critical_path.replay(before, stage, k, *rate), after.wall_seconds)
+
+
+def check_table(checks: list[Check]) -> pd.DataFrame:
+    """Per stage: how it was made faster, its median real speed-up, predicted and measured wall seconds (medians),
+    the median error with its range over the rounds, and whether the median is within the tolerance."""
+    rows = []
+    for stage in dict.fromkeys(c.stage for c in checks):
+        mine = [c for c in checks if c.stage == stage]
+        errors = [c.error for c in mine]
+        rows.append({"stage": stage, "made faster by": mine[0].how, "k (median)": float(np.median([c.k for c in mine])),
+                     "predicted s": float(np.median([c.predicted_s for c in mine])),
+                     "measured s": float(np.median([c.measured_s for c in mine])),
+                     "error (median)": float(np.median(errors)), "error min": min(errors), "error max": max(errors),
+                     "rounds": len(mine), f"within {TOLERANCE:.0%}": abs(float(np.median(errors))) <= TOLERANCE})
+    return pd.DataFrame(rows).set_index("stage")
