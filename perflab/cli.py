@@ -118,7 +118,7 @@ def print_comparison(result) -> None:
         "p": lambda p: "-" if p != p else f"{p:.3f}"}))
     if result.repeats_note():
         print(result.repeats_note())
-    print(footer())
+    print(footer(repeats=min(result.n_before, result.n_after)))
 
 
 def cmd_repeats_needed(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 ``measure_baseline`` repeats the baseline and lets the plan's rules pick the path; ``progression_runs``
 repeats that path's cumulative fixes and then every fix; ``headline`` gives the report index its numbers;
-``typical`` picks the run of a set whose timeline stands for it.
+``typical`` picks the run of a set whose timeline stands for it; ``significance`` is the comparison's footer.
 Each configuration runs ``preset.repeats`` times (runs already in ``out_dir``, notebook 01's baseline
 among them, count toward that); the baseline and all fixes at least as many times as the significance test
 needs to call a change at all (``decisive_repeats``: 4), since the headline compares those two.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from perflab.measure import calibration
 from perflab.measure.compare import Comparison, decisive_repeats
 from perflab.measure.results import RunResult, RunSet
 from perflab.measure.verdict import Verdict, classify
@@ -52,3 +53,10 @@ def typical(runs: RunSet) -> RunResult:
     if not timed:
         raise ValueError(f"no run of {runs.label} recorded spans: re-run it to get its timeline")
     return timed[(len(timed) - 1) // 2]
+
+
+def significance(comparison: Comparison) -> str:
+    """What the comparison's test can tell at its runs a side: too few to decide (if so), and this machine's
+    calibrated false-positive rate and power, at the calibrated repeats and at the comparison's own."""
+    return "\n".join(filter(None, [comparison.repeats_note(),
+                                    calibration.footer(repeats=min(comparison.n_before, comparison.n_after))]))
