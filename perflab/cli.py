@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="standard", choices=presets)
     run.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
     run.add_argument("--reports", help="reports folder (default: ./reports)")
-    run.add_argument("--timeout", type=int, default=900, help="seconds per notebook cell")
+    run.add_argument("--timeout", type=int, help="seconds per notebook cell (default: the preset's, 900 for smoke "
+                                                 "and standard, 4 hours for plan)")
 
     serve = sub.add_parser("serve", help="run the Polygon simulator in the foreground")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port")

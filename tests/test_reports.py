@@ -26,3 +26,14 @@ def test_index_looks_right_in_a_headless_browser(suite, tmp_path):
         pytest.skip("chromium is not installed (.ci/run installs it)")
     look = inspect(screenshot(suite.index, tmp_path / "index.png"))
     assert look.looks_right, look
+
+
+def test_each_preset_gives_a_cell_the_time_its_backfills_take(tmp_path, monkeypatch):
+    from perflab.report import suite as suite_module
+
+    timeouts = []
+    monkeypatch.setattr(suite_module, "_execute", lambda nb, out, params, timeout: timeouts.append(timeout))
+    for preset, given in (("plan", None), ("smoke", None), ("plan", 60)):
+        run_suite(preset, reports_dir=tmp_path, notebooks=[NOTEBOOKS_DIR / "01_baseline.ipynb"], timeout=given,
+                  echo=lambda _: None)
+    assert timeouts == [4 * 3600, 900, 60]  # a plan cell repeats ten-minute baselines; 900 s would cut it

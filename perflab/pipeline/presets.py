@@ -57,6 +57,9 @@ class Preset:
     rate_limit_per_s: float | None = None
     repeats: int = 3
     description: str = ""
+    cell_timeout_s: int = 900
+    """How long ``perflab run`` lets one notebook cell take: at the plan's scale one cell runs several backfills of
+    ten minutes each (notebook 06's repeated baseline), which the 15 minutes of the small presets would cut."""
 
     @property
     def jobs(self) -> int:
@@ -134,18 +137,18 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "plan", SYMBOLS_25, TIMEFRAMES_5, date(2024, 3, 4), date(2024, 3, 29),
-            time_scale=1.0, repeats=1,
+            time_scale=1.0, repeats=1, cell_timeout_s=4 * 3600,
             description="the plan's own scale: 25 x 5 jobs, about a month, 2-4 s per symbol/timeframe",
         ),
         Preset(
             "large", SYMBOLS_25, TIMEFRAMES_5, date(2023, 1, 1), date(2023, 12, 31),
-            time_scale=0.0025, repeats=1,
+            time_scale=0.0025, repeats=1, cell_timeout_s=3600,
             description="volume: the plan's 25 x 5 jobs (1m to 1d bars) over all of 2023, ~7.2 million bars, "
                         "API latency compressed 400x",
         ),
         Preset(
             "large_month", SYMBOLS_25, TIMEFRAMES_5, date(2023, 1, 1), date(2023, 1, 31),
-            time_scale=0.0025, repeats=1,
+            time_scale=0.0025, repeats=1, cell_timeout_s=3600,
             description="the large preset's shape over January 2023 (~600,000 bars), API latency compressed 400x",
         ),
     )

@@ -117,10 +117,11 @@ def _execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int) -> s
 
 
 def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, notebooks: list[Path] | None = None,
-              timeout: int = 900, echo: Callable[[str], None] = print) -> SuiteRun:
+              timeout: int | None = None, echo: Callable[[str], None] = print) -> SuiteRun:
     """Start a simulator, ensure the DB, execute each notebook with ``preset`` and write the index.
 
-    Nothing it starts outlives it: the simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each
+    ``timeout`` limits each cell (default: the preset's ``cell_timeout_s``). Nothing it starts outlives it: the
+    simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each
     kernel polls for its parent (ipykernel's ``JPY_PARENT_PID``) and a SIGTERM unwinds through the cleanup.
     """
     p = get_preset(preset)
@@ -136,7 +137,7 @@ def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, note
         params = {"preset": p.name, "base_url": sim.url, "out_dir": str(suite.out_dir)}
         for nb in notebooks:
             started = time.perf_counter()
-            error = _execute(nb, suite.out_dir, params, timeout)
+            error = _execute(nb, suite.out_dir, params, timeout or p.cell_timeout_s)
             executed = suite.out_dir / nb.name
             target = suite.out_dir / f"{nb.stem}.html"
             if executed.exists():
