@@ -180,7 +180,7 @@ def report(name: str, args: argparse.Namespace, preset: Preset, baseline: RunRes
     limit = (f"{floor.rate_limit_s:.2f} s through the rate limit" if floor.rate_limit_s is not None
              else "no rate limit")
     print(f"physical floor: {floor.seconds:.2f} s, set by the {floor.bound_by} = max({limit}; longest page chain "
-          f"{floor.chain_s:.2f} s ({floor.chain_job}, {floor.chain_requests} sequential requests); "
+          f"{floor.chain_s:.2f} s ({floor.chain_job}, {floor.chain_requests} requests); "
           f"psql \\copy of the {floor.rows:,} bars {floor.copy_bars_s:.2f} s + its {floor.feature_rows:,} feature rows "
           f"{floor.copy_features_s:.2f} s = {floor.copy_s:.2f} s)")
     print(f"all fixes vs baseline: {baseline.wall_seconds:.1f} s -> {after.wall_seconds:.2f} s = {speedup:.1f}x "
