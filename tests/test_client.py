@@ -90,3 +90,35 @@ def test_bars_frame_is_the_same_whether_pages_come_sorted_or_not():
     assert fast["time"].is_monotonic_increasing and len(fast) == 40
     assert fast["vwap"].isna().sum() == 14 and (fast["transactions"] == 0).sum() == 10
     pd.testing.assert_frame_equal(fast, slow)
+
+
+def test_pages_are_parsed_a_few_at_a_time_whatever_is_in_flight(sim, monkeypatch):
+    """64 fetches at once: never more pages held parsed (a dict per bar) than there are parse slots."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perflab.api import client as client_module
+
+    slots = threading.BoundedSemaphore(2)
+    held, peak, lock = [0], [0], threading.Lock()
+    parse = client_module._aggregates_body
+
+    def counting(reply):
+        with lock:
+            held[0] += 1
+            peak[0] = max(peak[0], held[0])
+        try:
+            time.sleep(0.02)  # a big page's parse: long enough that answers pile up behind the slots
+            return parse(reply)
+        finally:
+            with lock:
+                held[0] -= 1
+
+    monkeypatch.setattr(client_module, "PARSE_SLOTS", slots)
+    monkeypatch.setattr(client_module, "_aggregates_body", counting)
+    client = PolygonClient(sim.url)
+    with ThreadPoolExecutor(64) as pool:
+        frames = list(pool.map(lambda i: client.get_aggregates("AAPL", 5, "minute", "2024-03-04", "2024-03-05",
+                                                               limit=100).bars, range(64)))
+    assert peak[0] == 2 and all(f.equals(frames[0]) for f in frames) and len(frames[0]) > 100  # several pages each
