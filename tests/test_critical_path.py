@@ -196,9 +196,12 @@ def test_the_report_index_shows_both_views_and_the_timelines_after_the_verdict(t
     page = timeline_section(tmp_path)
     assert "picks Path A" in page and "picks Path B" in page and "disagree" in page
     assert "<td>db</td><td>37%</td><td>3.50s</td><td>64%</td>" in page
+    assert "<tr><td>db</td><td>3.75s (-32%)</td><td>2.00s (-64%)</td></tr>" in page  # the what-if: db 2x, db free
+    assert "<tr><td>api</td><td>4.50s (-18%)</td>" in page and page.count("What if,") == 1
     assert page.count("<img") == 1
     r.save(tmp_path / "after_all.json")
-    assert timeline_section(tmp_path).count("<img") == 2
+    both = timeline_section(tmp_path)
+    assert both.count("<img") == 2 and both.count("What if,") == 2
 
 
 def test_the_notebooks_check_makes_each_stage_faster_for_real_and_sets_the_replay_beside_it(clean_db, tmp_path):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from perflab.measure.compare import compare
 from perflab.measure.criteria import evaluate
-from perflab.measure.critical_path import compare_views, views_sentence
+from perflab.measure.critical_path import FREE, compare_views, views_sentence, what_if
 from perflab.measure.history import history
 from perflab.measure.results import RunResult, RunSet
 from perflab.measure.verdict import PLAN_RULES, classify
@@ -108,10 +108,26 @@ def timeline_section(out_dir: Path) -> str:
                    f"<td>{_pct(row['critical-path share'])}</td></tr>" for st, row in table.iterrows())
     out = [f"<h2>Timeline and critical path</h2><p>{html.escape(views_sentence(base))}</p>"
            f"<table><tr><th>stage</th><th>busy share</th><th>critical path</th><th>its share</th></tr>{rows}</table>"]
+    out += [what_if_table(name, run) for name, run in shown]
     for name, run in shown:
         img = to_png_base64(timeline(run, title=f"{name}: {run.wall_seconds:.2f}s wall, who ran what, when"))
         out.append(f"<img alt='{name.lower()} timeline' src='data:image/png;base64,{img}'>")
     return "".join(out)
+
+
+def what_if_table(name: str, run: RunResult) -> str:
+    """``run``'s schedule replayed with each stage 2x faster and free, through its preset's rate limit: what a fix
+    of that stage could buy (notebook 01 has every speed-up, and the check against real runs)."""
+    preset = PRESETS.get(run.params.get("preset", ""))
+    config = preset.simulator_config() if preset else None
+    predictions = what_if(run, config.rate_limit_per_s if config else None, config.burst if config else None,
+                          speedups=(2.0, FREE))
+    cells = {(p.stage, p.k): f"{p.wall_seconds:.2f}s ({p.change:+.0%})" for p in predictions}
+    rows = "".join(f"<tr><td>{stage}</td><td>{cells[stage, 2.0]}</td><td>{cells[stage, FREE]}</td></tr>"
+                   for stage in dict.fromkeys(p.stage for p in predictions))
+    return (f"<p>What if, {html.escape(name.lower())} ({run.wall_seconds:.2f}s): the run replayed with one stage "
+            f"faster (same requests, same workers, the rate limit kept)</p><table><tr><th>stage</th><th>2x faster</th>"
+            f"<th>free</th></tr>{rows}</table>")
 
 
 def _pct(value: float) -> str:
