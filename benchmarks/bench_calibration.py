@@ -29,7 +29,7 @@ from collections import deque
 
 from sqlalchemy.engine import Engine
 
-from perflab.db.engine import get_engine
+from perflab.db.engine import get_engine, own_database
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.errors import PerflabError
 from perflab.measure.calibration import (
@@ -187,7 +187,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        with own_database("perflab_bench_calibration"):  # it empties the tables run after run
+            sys.exit(main())
     except PerflabError as exc:
         print(f"bench_calibration: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perflab.db.engine import get_engine
+from perflab.db.engine import get_engine, own_database
 from perflab.db.migrate import apply_schema, set_indexes
 from perflab.db.writers import WRITERS
 from perflab.measure.benchrecord import save_bench
@@ -90,4 +90,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with own_database("perflab_bench_db"):  # it empties the tables run after run: not under another run
+        raise SystemExit(main())

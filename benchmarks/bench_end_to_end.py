@@ -20,6 +20,7 @@ import statistics
 import time
 
 from perflab.api.ratelimit import rate_limit_floor
+from perflab.db.engine import own_database
 from perflab.measure.benchrecord import save_bench
 from perflab.measure.compare import compare
 from perflab.measure.timing import StageTimer
@@ -100,4 +101,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with own_database("perflab_bench_end_to_end"):  # it empties the tables run after run: not under another run
+        raise SystemExit(main())

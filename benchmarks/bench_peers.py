@@ -35,7 +35,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from perflab.db.engine import get_engine
+from perflab.db.engine import get_engine, own_database
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.errors import PerflabError
 from perflab.measure.benchrecord import save_bench
@@ -247,4 +247,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with own_database("perflab_bench_peers"):  # it empties the tables run after run: not under another run
+        raise SystemExit(main())

@@ -31,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 from perflab.api.ratelimit import rate_limit_floor
+from perflab.db.engine import own_database
 from perflab.db.psql import psql_copy_stored
 from perflab.measure.benchrecord import save_bench
 from perflab.measure.environment import git_commit
@@ -245,4 +246,5 @@ def report_ablation(name: str, args: argparse.Namespace, lab: Lab, baseline: Run
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with own_database("perflab_bench_plan"):  # it empties the tables run after run: not under another run
+        raise SystemExit(main())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+from perflab.db.engine import own_database
 from perflab.measure.benchrecord import save_bench
 from perflab.studies import baseline as study
 from perflab.studies.lab import open_lab
@@ -50,4 +51,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with own_database("perflab_bench_whatif"):  # it empties the tables run after run: not under another run
+        raise SystemExit(main())

@@ -82,3 +82,24 @@ def test_the_cli_backfill_with_all_fixes_works_on_each_url_form(engine, form):
     assert summary["failures"] == 0 and summary["rows_written"] > 0
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM market_data").scalar() == summary["rows_written"]
+
+
+def test_a_benchmark_empties_tables_in_a_database_of_its_own_never_in_the_shared_one(clean_db):
+    from perflab.db.engine import database_url, own_database
+    from perflab.db.migrate import apply_schema, reset_data
+
+    with clean_db.begin() as conn:  # a report's run, under way in the shared database
+        conn.exec_driver_sql("INSERT INTO market_data (symbol, timeframe, time, open, high, low, close, volume) "
+                             "VALUES ('AAPL', '1d', '2024-03-04', 1, 1, 1, 1, 1)")
+    shared = database_url()
+    with own_database("perflab_test_own_database") as url:
+        assert database_url() == normalize_url(url) != shared
+        mine = get_engine()
+        assert mine.url.database == "perflab_test_own_database"
+        apply_schema(mine)
+        reset_data(mine)  # what every benchmark run does first
+    assert database_url() == shared and get_engine().url.database == clean_db.url.database
+    with clean_db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM market_data").scalar() == 1
+        assert not conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = 'perflab_test_own_database'"
+                                        ).first()  # dropped

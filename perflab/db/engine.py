@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -14,7 +16,8 @@ from perflab.errors import DatabaseUnavailableError, InputError
 from perflab.redact import redact
 
 __all__ = ["DATABASE_URL_ENV", "DRIVER_ENV", "HOME_ENV", "PROJECT_ROOT", "database_url", "driver_engine",
-           "drop_database", "get_engine", "normalize_url", "perflab_home", "scratch_database", "server_info",
+           "drop_database", "get_engine", "normalize_url", "own_database", "perflab_home", "scratch_database",
+           "server_info",
            "with_driver"]
 
 DRIVER_ENV = "PERFLAB_DB_DRIVER"
@@ -107,6 +110,28 @@ def scratch_database(admin: Engine, name: str) -> str:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     return admin.url.set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def own_database(name: str) -> Iterator[str]:
+    """This process on a database of its own: ``name`` made empty on the configured server and set as the configured
+    one (``PERFLAB_DATABASE_URL``) for the duration, then dropped. For benchmarks, which empty the bar tables run
+    after run: on the shared database they emptied them under a report or a user running at the same time."""
+    admin = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
+    url = scratch_database(admin, name)
+    previous = os.environ.get(DATABASE_URL_ENV)
+    os.environ[DATABASE_URL_ENV] = url
+    get_engine.cache_clear()
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop(DATABASE_URL_ENV, None)
+        else:
+            os.environ[DATABASE_URL_ENV] = previous
+        get_engine.cache_clear()
+        drop_database(admin, name)
+        admin.dispose()
 
 
 def drop_database(admin: Engine, name: str) -> None:
