@@ -4,7 +4,8 @@
     symbol/timeframe with its default page size, a DataFrame of the ``Agg`` objects, ``DataFrame.to_sql`` into a
     scratch table: the way most users start.
 (b) ``massive`` with the official bulk-download pattern: a ``ThreadPoolExecutor(50)`` of ``list_aggs(limit=50000)``
-    calls (the client's pool sized to the 50 threads) and psycopg 3 ``COPY`` (``cursor.copy``) into a scratch table.
+    calls (the client's pool sized to the 50 threads) and psycopg 3 ``COPY`` (``cursor.copy``) into a scratch table
+    with market_data's primary key (each bar stored once, as in perflab's table).
 (c) perflab with all fixes (:func:`perflab.pipeline.measured.measured_backfill`), which also computes and stores
     the features the two peers skip.
 
@@ -128,7 +129,10 @@ def massive_bulk(sim: SimulatorProcess, engine: Engine, workload: Workload) -> W
     """(b) ``ThreadPoolExecutor(50)`` of ``list_aggs(limit=50000)``; each finished job COPYed in (psycopg 3)."""
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {BULK_TABLE}"))
-        conn.execute(sa.text(f"CREATE TABLE {BULK_TABLE} (LIKE market_data INCLUDING DEFAULTS)"))
+        # market_data's primary key, as perflab's table has: without one a re-run stores every bar twice, and the
+        # COPY skips the index upkeep that storing each bar exactly once costs.
+        conn.execute(sa.text(f"CREATE TABLE {BULK_TABLE} (LIKE market_data INCLUDING DEFAULTS, "
+                             "PRIMARY KEY (symbol, timeframe, time))"))
     client = massive_client(sim.url, maxsize=BULK_THREADS)
 
     def fetch(symbol: str, name: str) -> tuple[str, str, list]:
