@@ -1,6 +1,7 @@
 """What-if predictions against reality: each stage made faster for real, its replayed prediction beside the run.
 
-For each round (``--pairs``), on the preset's timeframes and days for its first ``--symbols`` symbols: the baseline;
+For each round (``--pairs``), on the preset's timeframes and days (all its symbols, or at full latency the first three;
+``--symbols`` says otherwise): the baseline;
 the baseline against a second simulator at half the latency (api 2x); ``db.copy`` (the db stage k times faster, k
 measured); ``db.copy,compute.vectorized`` (compute k times faster). Each faster run's wall time is set against the
 replay of the run before it with that stage that much faster (:func:`perflab.studies.baseline.check_what_if`, the
@@ -26,7 +27,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="standard")
     parser.add_argument("--pairs", type=int, default=3, help="rounds of the four runs")
-    parser.add_argument("--symbols", type=int, default=study.CHECK_SYMBOLS, help="the preset's first N symbols")
+    parser.add_argument("--symbols", type=int, help="the preset's first N symbols (default: all of a preset with "
+                                                    "compressed latency, 3 at full latency)")
     args = parser.parse_args()
     lab = open_lab(args.preset)
     try:

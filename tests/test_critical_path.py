@@ -245,7 +245,9 @@ def _rate(lab):
 
 
 def test_check_table_reports_medians_and_the_spread_of_the_errors():
-    from perflab.studies.baseline import Check, check_table
+    from perflab.studies.baseline import Check, check_symbols, check_table
+
+    assert [check_symbols(get_preset(p)) for p in ("smoke", "standard", "plan")] == [3, 25, 3]  # plan: a slice
 
     table = check_table([Check("api", "half latency", 2.0, 1.1, 1.0), Check("api", "half latency", 2.0, 0.8, 1.0),
                          Check("api", "half latency", 2.0, 1.0, 1.0), Check("db", "copy", 4.0, 2.0, 1.0)])
