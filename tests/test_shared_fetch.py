@@ -126,3 +126,21 @@ def test_grouped_days_are_fetched_at_once_and_noted_into_the_fetching_jobs_stage
     requests = sorted(timer.intervals[0].requests)
     assert len(bars) == 10 and stats.requests == len(stats.latencies) == len(requests) == 10
     assert requests[1][0] < requests[0][1]  # the second day went before the first came back
+
+
+def test_only_jobs_that_ask_for_the_whole_range_count_as_takers_of_the_shared_minutes():
+    from perflab.pipeline.scheduler import whole_range_timeframes
+
+    year = Workload(("AAPL",), ("1m", "5m", "15m", "1h", "1d"), date(2023, 1, 1), date(2023, 12, 31))
+    month = Workload(("AAPL",), ("1m", "5m", "15m", "1h", "1d"), date(2024, 3, 4), date(2024, 3, 29))
+    assert whole_range_timeframes(year, stream=False) == year.timeframes
+    assert whole_range_timeframes(year, stream=True) == ("1h", "1d")  # 1m, 5m, 15m: windows of 13, 69, 208 days
+    assert whole_range_timeframes(month, stream=True) == ("5m", "15m", "1h", "1d")
+    # A streamed year: only the 1h job would take derived bars, for which a year of minutes (six pages against one)
+    # is no saving, so nothing is shared and no symbol's year of minutes is held for jobs that never take it.
+    streamed = SharedFetch(PolygonClient("http://127.0.0.1:1"), year.symbols, whole_range_timeframes(year, True),
+                           year.start, year.end, grouped_daily=True, derived=True, page_limit=50_000)
+    assert not streamed.derived and not streamed.grouped_daily
+    shared = SharedFetch(PolygonClient("http://127.0.0.1:1"), month.symbols, whole_range_timeframes(month, True),
+                         month.start, month.end, grouped_daily=False, derived=True, page_limit=50_000)
+    assert shared.derived and shared._takers == {"AAPL": 3}  # 5m, 15m and 1h: freed once those three took theirs

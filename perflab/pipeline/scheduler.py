@@ -156,6 +156,14 @@ def window_days(tf: Timeframe, window_bars: int = WINDOW_BARS) -> int:
     return max(1, window_bars // per_day)
 
 
+def whole_range_timeframes(workload: Workload, stream: bool) -> tuple[str, ...]:
+    """The workload's timeframes whose jobs ask for the whole range at once: all of them, or with ``db.stream`` those
+    whose window covers the range. Only those can take bars from the run's shared fetches; counting the others as
+    takers kept a symbol's minutes (a year of 1m bars under ``db.stream``) cached for a job that never came."""
+    days = (workload.end - workload.start).days + 1
+    return tuple(tf for tf in workload.timeframes if not stream or window_days(parse_timeframe(tf)) >= days)
+
+
 def day_windows(start: date, end: date, days: int) -> list[tuple[date, date]]:
     """[start, end] cut into consecutive ranges of ``days`` days (the last one shorter), oldest first."""
     out, first = [], start
@@ -358,7 +366,8 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
     started_at = datetime.now(UTC).isoformat()
     timer = StageTimer(enabled=instrument)
     jobs = workload.jobs()
-    client = share_fetches(client, workload.symbols, workload.timeframes, workload.start, workload.end,
+    client = share_fetches(client, workload.symbols, whole_range_timeframes(workload, settings.stream),
+                           workload.start, workload.end,
                            grouped_daily=settings.grouped_daily, derived=settings.derived_timeframes,
                            page_limit=settings.page_limit)
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
