@@ -40,7 +40,6 @@ from perflab.db.engine import get_engine, own_database
 from perflab.db.migrate import apply_schema, reset_data
 from perflab.errors import PerflabError
 from perflab.measure.benchrecord import save_bench
-from perflab.measure.environment import git_commit
 from perflab.pipeline.fixes import FixSet
 from perflab.pipeline.measured import measured_backfill
 from perflab.pipeline.presets import Preset, get_preset
@@ -219,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=0.05, help="the simulator's latency scale")
     parser.add_argument("--symbols", type=int, default=None, help="the first N of the plan's 25 symbols")
     args = parser.parse_args(argv)
-    args.code_commit = git_commit()  # the code this run loaded: HEAD may move while it goes on
     preset = peers_preset(args.time_scale, args.symbols)
     print(f"workload: {len(preset.symbols)} symbols x {', '.join(preset.timeframes)} x {preset.start}..{preset.end}; "
           f"{preset.compression_note}", flush=True)

@@ -34,7 +34,6 @@ from perflab.api.ratelimit import rate_limit_floor
 from perflab.db.engine import own_database
 from perflab.db.psql import psql_copy_stored
 from perflab.measure.benchrecord import save_bench
-from perflab.measure.environment import git_commit
 from perflab.measure.results import RunResult
 from perflab.measure.verdict import Verdict, classify
 from perflab.pipeline.fixes import FixSet
@@ -148,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     preset = plan_preset(args.quick, args.preset)
-    args.code_commit = git_commit()  # the code this run loaded: HEAD may move while a long run goes on
     name = ("plan" if args.preset == "plan" else f"plan_{args.preset}") + ("_quick" if args.quick else "")
     print(f"preset {preset.name}{' (quick)' if args.quick else ''}: {len(preset.symbols)} symbols x "
           f"{', '.join(preset.timeframes)} x {preset.start}..{preset.end}, time_scale {preset.time_scale:g}; "

@@ -264,6 +264,15 @@ def test_environment_names_library_versions_and_the_load():
     assert len(load) == 3 and all(isinstance(x, float) and x >= 0 for x in load)
 
 
+def test_a_run_records_the_commit_its_code_was_loaded_from_not_where_head_is_when_it_ends(monkeypatch):
+    from perflab.measure import environment
+
+    loaded = environment.LOADED_COMMIT
+    assert loaded
+    monkeypatch.setattr(environment, "git_commit", lambda root=None: "0000000")  # HEAD moves during a long kernel
+    assert collect_environment()["git_commit"] == loaded
+
+
 def test_the_before_after_notebook_prints_the_comparisons_footer(tmp_path, monkeypatch):
     from perflab.measure.compare import compare
     from perflab.studies.before_after import significance

@@ -25,6 +25,11 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
     return out.stdout.strip() or None
 
 
+LOADED_COMMIT = git_commit()
+"""The commit checked out when this process imported perflab: the code a long-lived process (a notebook kernel, a
+benchmark) runs, even after HEAD has moved on. A run records this, not HEAD at the time it ends."""
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,10 +69,11 @@ def load_average() -> list[float] | None:
 
 
 def collect_environment(engine: Engine | None = None) -> dict:
-    """What produced a result: perflab version and commit, Python and library versions, CPU and its load, DB server."""
+    """What produced a result: perflab version and the commit it was loaded from, Python and library versions, CPU and
+    its load, DB server."""
     env = {
         "perflab_version": perflab.__version__,
-        "git_commit": git_commit(),
+        "git_commit": LOADED_COMMIT,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
