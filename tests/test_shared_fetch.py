@@ -144,3 +144,23 @@ def test_only_jobs_that_ask_for_the_whole_range_count_as_takers_of_the_shared_mi
     shared = SharedFetch(PolygonClient("http://127.0.0.1:1"), month.symbols, whole_range_timeframes(month, True),
                          month.start, month.end, grouped_daily=False, derived=True, page_limit=50_000)
     assert shared.derived and shared._takers == {"AAPL": 3}  # 5m, 15m and 1h: freed once those three took theirs
+
+
+def test_a_streamed_minute_job_takes_its_windows_from_the_shared_minutes(sim):
+    from perflab.pipeline.scheduler import day_windows, window_days
+    from perflab.timeframes import parse_timeframe
+
+    start, end = date(2024, 3, 4), date(2024, 3, 29)  # the plan's month: 1m streams in two windows
+    windows = day_windows(start, end, window_days(parse_timeframe("1m")))
+    shared = SharedFetch(PolygonClient(sim.url), ("AAPL",), ("5m", "1h"), start, end, grouped_daily=False,
+                         derived=True, page_limit=50_000, minute_windows=len(windows))
+    stats, direct = RequestStats(), PolygonClient(sim.url)
+    for first, last in windows:
+        got = shared.get_aggregates("AAPL", 1, "minute", first, last, limit=50_000, stats=stats).bars
+        pd.testing.assert_frame_equal(got, direct.get_aggregates("AAPL", 1, "minute", first, last, limit=50_000).bars)
+    assert stats.requests == 1 and "AAPL" in shared._minutes  # one fetch of the month; 5m and 1h still to come
+    for mult, span in ((5, "minute"), (1, "hour")):
+        shared.get_aggregates("AAPL", mult, span, start, end, limit=50_000, stats=stats)
+    assert stats.requests == 1 and "AAPL" not in shared._minutes  # every taker served: the minutes are freed
+    shared.get_aggregates("AAPL", 1, "minute", *windows[0], limit=50_000, stats=stats)
+    assert stats.requests == 2  # a window asked for again (a retry, a resume) goes to the API as without the fix

@@ -366,10 +366,12 @@ def run_backfill(workload: Workload, client: AggregatesSource, engine: Engine, f
     started_at = datetime.now(UTC).isoformat()
     timer = StageTimer(enabled=instrument)
     jobs = workload.jobs()
-    client = share_fetches(client, workload.symbols, whole_range_timeframes(workload, settings.stream),
-                           workload.start, workload.end,
+    whole = whole_range_timeframes(workload, settings.stream)
+    minute_windows = 0 if "1m" in whole or "1m" not in workload.timeframes else len(
+        day_windows(workload.start, workload.end, window_days(parse_timeframe("1m"))))
+    client = share_fetches(client, workload.symbols, whole, workload.start, workload.end,
                            grouped_daily=settings.grouped_daily, derived=settings.derived_timeframes,
-                           page_limit=settings.page_limit)
+                           page_limit=settings.page_limit, minute_windows=minute_windows)
     bar = tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, leave=False)
 
     missing = None

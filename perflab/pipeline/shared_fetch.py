@@ -28,7 +28,7 @@ from perflab.api.client import BAR_COLUMNS, AggregatesSource, FetchResult
 from perflab.measure.results import RequestStats
 from perflab.measure.timing import in_this_stage
 from perflab.pipeline.derive import derive_bars
-from perflab.timeframes import TIMEFRAMES, Timeframe
+from perflab.timeframes import TIMEFRAMES, Timeframe, ny_day_start
 
 DERIVABLE = tuple(tf.name for tf in TIMEFRAMES.values() if tf.timespan in ("minute", "hour") and tf.name != "1m")
 """The timeframes folded from 1m bars under ``api.derived_timeframes`` (daily bars are not the fold of minutes)."""
@@ -64,7 +64,8 @@ class SharedFetch:
     """
 
     def __init__(self, client: AggregatesSource, symbols: tuple[str, ...], timeframes: tuple[str, ...],
-                 start: date, end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000):
+                 start: date, end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000,
+                 minute_windows: int = 0):
         self.client = client
         self.start, self.end = start, end
         self.grouped_daily = grouped_daily and "1d" in timeframes and len(weekdays(start, end)) < len(symbols)
@@ -75,7 +76,9 @@ class SharedFetch:
         self._symbols = frozenset(symbols)
         self._daily: dict[str, pd.DataFrame] | None = None
         self._daily_lock = threading.Lock()
-        self._takers = {s: len(sharing) for s in symbols}
+        # A streamed 1m job asks for its range window by window: while the minutes are shared anyway, each of its
+        # ``minute_windows`` windows is a slice of them (the same bars: a second fetch of them saved) and a taker.
+        self._takers = {s: len(sharing) + (minute_windows if self.derived else 0) for s in symbols}
         self._minutes: dict[str, pd.DataFrame] = {}
         self._symbol_locks = {s: threading.Lock() for s in symbols}
 
@@ -104,6 +107,11 @@ class SharedFetch:
                     return FetchResult(bars, stats)
             elif self.derived and (name == "1m" or name in DERIVABLE):
                 return FetchResult(self._derived_bars(ticker, TIMEFRAMES[name], limit, stats), stats)
+        elif self.derived and name == "1m" and ticker in self._symbols and adjusted and sort == "asc":
+            window = self._minute_window(ticker, date.fromisoformat(str(start)), date.fromisoformat(str(end)),
+                                         limit, stats)
+            if window is not None:
+                return FetchResult(window, stats)
         return self.client.get_aggregates(ticker, multiplier, timespan, start, end, limit=limit, adjusted=adjusted,
                                           sort=sort, stats=stats)
 
@@ -134,6 +142,27 @@ class SharedFetch:
             for cost in costs:
                 stats.merge(cost)
 
+    def _minute_window(self, ticker: str, first: date, last: date, limit: int,
+                       stats: RequestStats) -> pd.DataFrame | None:
+        """``ticker``'s 1m bars of the New York days [first, last] from its shared minutes (fetched now if none of
+        its jobs has yet); None when the days fall outside the run's range or every taker has been served."""
+        if first < self.start or last > self.end:
+            return None
+        with self._symbol_locks[ticker]:
+            if self._takers[ticker] <= 0:
+                return None
+            minutes = self._minutes.get(ticker)
+            if minutes is None:
+                minutes = self.client.get_aggregates(ticker, 1, "minute", self.start, self.end, limit=limit,
+                                                     stats=stats).bars
+                self._minutes[ticker] = minutes
+            self._takers[ticker] -= 1
+            if self._takers[ticker] <= 0:
+                self._minutes.pop(ticker, None)
+        a, b = minutes["time"].searchsorted([pd.Timestamp(ny_day_start(first)),
+                                             pd.Timestamp(ny_day_start(last + timedelta(days=1)))])
+        return minutes[BAR_COLUMNS].iloc[a:b].reset_index(drop=True)
+
     def _derived_bars(self, ticker: str, tf: Timeframe, limit: int, stats: RequestStats) -> pd.DataFrame:
         """``ticker``'s ``tf`` bars folded from its 1m bars (fetched now if none of its jobs has yet)."""
         with self._symbol_locks[ticker]:
@@ -149,10 +178,11 @@ class SharedFetch:
 
 
 def share_fetches(client: AggregatesSource, symbols: tuple[str, ...], timeframes: tuple[str, ...], start: date,
-                  end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000) -> AggregatesSource:
+                  end: date, *, grouped_daily: bool, derived: bool, page_limit: int = 5000,
+                  minute_windows: int = 0) -> AggregatesSource:
     """``client`` behind :class:`SharedFetch` when either fix is on and saves requests here, else unchanged."""
     shared = SharedFetch(client, symbols, timeframes, start, end, grouped_daily=grouped_daily, derived=derived,
-                         page_limit=page_limit)
+                         page_limit=page_limit, minute_windows=minute_windows)
     return shared if shared.grouped_daily or shared.derived else client
 
 
