@@ -14,11 +14,15 @@ from perflab.redact import redact
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from perflab.pipeline.presets import get_preset
     from perflab.report.suite import REPORTS_DIR, discover_notebooks, run_suite, select_notebooks
 
     notebooks = discover_notebooks()
-    if args.only is not None:
-        notebooks = select_notebooks(args.only, notebooks)
+    only = args.only if args.only is not None else ",".join(get_preset(args.preset).suite) or None
+    if only is not None and only != "all":
+        notebooks = select_notebooks(only, notebooks)
+        if args.only is None:
+            print(f"preset {args.preset}: notebooks {only} (its default; --only all runs every notebook)")
     suite = run_suite(args.preset, reports_dir=Path(args.reports or REPORTS_DIR), notebooks=notebooks,
                       timeout=args.timeout)
     print(f"index: {suite.index}")
@@ -188,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="execute the notebook suite into reports/<run-id>/")
     run.add_argument("--preset", default="standard", choices=presets)
-    run.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
+    run.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03, or all (default: the "
+                                    "preset's: all, or 01,06 for plan)")
     run.add_argument("--reports", help="reports folder (default: ./reports)")
     run.add_argument("--timeout", type=int, help="seconds per notebook cell (default: the preset's, 900 for smoke "
                                                  "and standard, 4 hours for plan)")

@@ -37,3 +37,20 @@ def test_each_preset_gives_a_cell_the_time_its_backfills_take(tmp_path, monkeypa
         run_suite(preset, reports_dir=tmp_path, notebooks=[NOTEBOOKS_DIR / "01_baseline.ipynb"], timeout=given,
                   echo=lambda _: None)
     assert timeouts == [4 * 3600, 900, 60]  # a plan cell repeats ten-minute baselines; 900 s would cut it
+
+
+def test_the_plan_preset_runs_its_scenario_unless_told_otherwise(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from perflab import cli
+    from perflab.report import suite as suite_module
+
+    ran = []
+    monkeypatch.setattr(suite_module, "run_suite", lambda preset, notebooks, **kw: ran.append(
+        (preset, [nb.stem[:2] for nb in notebooks])) or SimpleNamespace(index=tmp_path / "index.html", ok=True))
+    for argv in (["run", "--preset", "plan"], ["run", "--preset", "plan", "--only", "all"],
+                 ["run", "--preset", "plan", "--only", "03"], ["run", "--preset", "smoke"]):
+        assert cli.main([*argv, "--reports", str(tmp_path)]) == 0
+    every = [nb.stem[:2] for nb in suite_module.discover_notebooks()]
+    assert ran == [("plan", ["01", "06"]), ("plan", every), ("plan", ["03"]), ("smoke", every)]
+    assert "preset plan: notebooks 01,06 (its default; --only all runs every notebook)" in capsys.readouterr().out

@@ -57,6 +57,11 @@ class Preset:
     rate_limit_per_s: float | None = None
     repeats: int = 3
     description: str = ""
+    suite: tuple[str, ...] = ()
+    """The notebooks ``perflab run`` executes by default (empty: all of them). The plan preset runs its scenario
+    (01 baseline, 06 before/after: verdict, progression, criteria), 55 minutes here; the path studies 02-05 and 07
+    repeat whole backfills whose fetches go one after another at 0.5-0.8 s a request, about two hours more
+    (``perflab run --preset plan --only all``)."""
     cell_timeout_s: int = 900
     """How long ``perflab run`` lets one notebook cell take: at the plan's scale one cell runs several backfills of
     ten minutes each (notebook 06's repeated baseline), which the 15 minutes of the small presets would cut."""
@@ -137,7 +142,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "plan", SYMBOLS_25, TIMEFRAMES_5, date(2024, 3, 4), date(2024, 3, 29),
-            time_scale=1.0, repeats=1, cell_timeout_s=4 * 3600,
+            time_scale=1.0, repeats=1, cell_timeout_s=4 * 3600, suite=("01", "06"),
             description="the plan's own scale: 25 x 5 jobs, about a month, 2-4 s per symbol/timeframe",
         ),
         Preset(
