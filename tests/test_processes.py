@@ -88,9 +88,12 @@ def listening(proc: psutil.Process) -> bool:
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    """The command in its own session, so a group signal (a terminal's Ctrl-C) reaches it and its children only."""
+    """The command in its own session, so a group signal (a terminal's Ctrl-C) reaches it and its children only, with
+    Ctrl-C's default action: a shell ignores SIGINT in the background jobs it starts, and a test suite run as one
+    would hand that on, so the command would never see the Ctrl-C these tests send as a user's terminal would."""
     return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, start_new_session=True, env=env)
+                            text=True, start_new_session=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stop_with(proc: subprocess.Popen, how: str) -> None:
