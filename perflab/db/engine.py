@@ -17,8 +17,7 @@ from perflab.redact import redact
 
 __all__ = ["DATABASE_URL_ENV", "DRIVER_ENV", "HOME_ENV", "PROJECT_ROOT", "database_url", "driver_engine",
            "drop_database", "get_engine", "normalize_url", "own_database", "perflab_home", "scratch_database",
-           "server_info",
-           "with_driver"]
+           "server_info", "with_driver"]
 
 DRIVER_ENV = "PERFLAB_DB_DRIVER"
 DRIVERS = ("psycopg", "psycopg2")

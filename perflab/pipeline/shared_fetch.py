@@ -142,6 +142,19 @@ class SharedFetch:
             for cost in costs:
                 stats.merge(cost)
 
+    def _take_minutes(self, ticker: str, limit: int, stats: RequestStats) -> pd.DataFrame:
+        """``ticker``'s minutes over the run's range for one taker (fetched by the first), freed once the last has
+        taken them. The caller holds the symbol's lock."""
+        minutes = self._minutes.get(ticker)
+        if minutes is None:
+            minutes = self.client.get_aggregates(ticker, 1, "minute", self.start, self.end, limit=limit,
+                                                 stats=stats).bars
+            self._minutes[ticker] = minutes
+        self._takers[ticker] -= 1
+        if self._takers[ticker] <= 0:
+            self._minutes.pop(ticker, None)  # every sharing job has its bars: free the symbol's minutes
+        return minutes
+
     def _minute_window(self, ticker: str, first: date, last: date, limit: int,
                        stats: RequestStats) -> pd.DataFrame | None:
         """``ticker``'s 1m bars of the New York days [first, last] from its shared minutes (fetched now if none of
@@ -151,14 +164,7 @@ class SharedFetch:
         with self._symbol_locks[ticker]:
             if self._takers[ticker] <= 0:
                 return None
-            minutes = self._minutes.get(ticker)
-            if minutes is None:
-                minutes = self.client.get_aggregates(ticker, 1, "minute", self.start, self.end, limit=limit,
-                                                     stats=stats).bars
-                self._minutes[ticker] = minutes
-            self._takers[ticker] -= 1
-            if self._takers[ticker] <= 0:
-                self._minutes.pop(ticker, None)
+            minutes = self._take_minutes(ticker, limit, stats)
         a, b = minutes["time"].searchsorted([pd.Timestamp(ny_day_start(first)),
                                              pd.Timestamp(ny_day_start(last + timedelta(days=1)))])
         return minutes[BAR_COLUMNS].iloc[a:b].reset_index(drop=True)
@@ -166,14 +172,7 @@ class SharedFetch:
     def _derived_bars(self, ticker: str, tf: Timeframe, limit: int, stats: RequestStats) -> pd.DataFrame:
         """``ticker``'s ``tf`` bars folded from its 1m bars (fetched now if none of its jobs has yet)."""
         with self._symbol_locks[ticker]:
-            minutes = self._minutes.get(ticker)
-            if minutes is None:
-                minutes = self.client.get_aggregates(ticker, 1, "minute", self.start, self.end, limit=limit,
-                                                     stats=stats).bars
-                self._minutes[ticker] = minutes
-            self._takers[ticker] -= 1
-            if self._takers[ticker] <= 0:
-                self._minutes.pop(ticker, None)  # every sharing job has its bars: free the symbol's minutes
+            minutes = self._take_minutes(ticker, limit, stats)
         return minutes[BAR_COLUMNS].reset_index(drop=True) if tf.name == "1m" else derive_bars(minutes, tf.name)
 
 

@@ -121,8 +121,8 @@ def run_suite(preset: str = "standard", *, reports_dir: Path = REPORTS_DIR, note
     """Start a simulator, ensure the DB, execute each notebook with ``preset`` and write the index.
 
     ``timeout`` limits each cell (default: the preset's ``cell_timeout_s``). Nothing it starts outlives it: the
-    simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each
-    kernel polls for its parent (ipykernel's ``JPY_PARENT_PID``) and a SIGTERM unwinds through the cleanup.
+    simulator has its lifeline (:mod:`perflab.simulator.lifeline`), each kernel polls for its parent (ipykernel's
+    ``JPY_PARENT_PID``) and a SIGTERM unwinds through the cleanup.
     """
     p = get_preset(preset)
     notebooks = notebooks if notebooks is not None else discover_notebooks()

@@ -120,9 +120,8 @@ def check_what_if(lab: Lab, pairs: int | None = None, symbols: int | None = None
     """``pairs`` (default: the preset's repeats) rounds of: the baseline, the baseline against a second simulator at
     half the latency (api 2x), ``db.copy`` (db k times faster, k measured) and ``db.copy,compute.vectorized``
     (compute k times faster), on the first ``symbols`` (default: :func:`check_symbols`) of the preset's symbols;
-    each faster run's wall time against the
-    replay of the run before it with that stage that much faster. Runs of a round follow each other, so a machine
-    that gets busier or quieter weighs on both sides of a check alike."""
+    each faster run's wall time against the replay of the run before it with that stage that much faster. Runs of a
+    round follow each other, so a machine that gets busier or quieter weighs on both sides of a check alike."""
     symbols = symbols or check_symbols(lab.preset)
     workload = replace(Workload.from_preset(lab.preset), symbols=lab.preset.symbols[:symbols])
     config = lab.preset.simulator_config()
